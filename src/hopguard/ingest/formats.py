@@ -1,0 +1,4 @@
+"""Imports every format module so that each registers itself (order = detection order)."""
+
+from hopguard.ingest import zeek  # noqa: F401
+

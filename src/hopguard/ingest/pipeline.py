@@ -1,0 +1,127 @@
+"""Ingest one file end to end: hash, detect, read inside one store transaction, report."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import hopguard.ingest.formats  # noqa: F401  (registers every format)
+from hopguard.errors import HopguardError, InputError, SourceLocation
+from hopguard.ingest.base import (
+    FORMATS,
+    Format,
+    IngestContext,
+    IngestStats,
+    RetryWithoutFastPath,
+    RowSink,
+    detect_format,
+    read_head,
+)
+from hopguard.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class FileResult:
+    path: Path
+    format: str
+    stats: IngestStats
+    duplicate_of: str | None = None  # path of the earlier copy, when already stored
+    failure: HopguardError | None = None  # the file could not be stored at all
+
+    @property
+    def usable(self) -> bool:
+        return self.failure is None and (self.duplicate_of is not None or self.stats.rows > 0)
+
+
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    h = hashlib.sha256()
+    done = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(4 << 20):
+            h.update(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done)
+    return h.hexdigest()
+
+
+def ingest_file(store: Store, path: Path, *, sensor: str, fmt: str | None = None,
+                batch_rows: int = 50_000, max_shown: int = 5, max_record_bytes: int = 4 << 20,
+                fast_zeek_tsv: bool = True,
+                progress: Callable[[int], None] | None = None) -> FileResult:
+    """Store one file atomically. Bad records are counted in the result; a file that cannot
+    be read at all comes back with ``failure`` set (nothing of it is stored)."""
+    try:
+        if not path.is_file():
+            raise InputError("no such file", SourceLocation(path=str(path)))
+        head, gz = read_head(path)
+        cls = FORMATS[fmt] if fmt else detect_format(path, head)
+    except HopguardError as exc:
+        return FileResult(path=path, format=fmt or "?", stats=IngestStats(), failure=exc)
+    try:
+        digest = sha256_file(path)
+    except OSError as exc:
+        return FileResult(path=path, format=cls.name, stats=IngestStats(),
+                          failure=InputError(f"cannot read: {exc.strerror}",
+                                             SourceLocation(path=str(path))))
+    earlier = store.find_file(digest)
+    if earlier is not None:
+        return FileResult(path=path, format=cls.name, stats=IngestStats(),
+                          duplicate_of=earlier.path)
+    ctx = IngestContext(path=path, gzipped=gz, head=head, max_record_bytes=max_record_bytes,
+                        fast_zeek_tsv=fast_zeek_tsv, store=store, progress=progress)
+    size = path.stat().st_size
+    for attempt in (1, 2):
+        try:
+            return _ingest_once(store, ctx, cls, digest=digest, size=size, sensor=sensor,
+                                batch_rows=batch_rows, max_shown=max_shown)
+        except RetryWithoutFastPath:
+            if attempt == 2:
+                raise
+            ctx.fast_zeek_tsv = False
+    raise AssertionError("unreachable")
+
+
+def _ingest_once(store: Store, ctx: IngestContext, cls: type[Format], *, digest: str, size: int,
+                 sensor: str, batch_rows: int, max_shown: int) -> FileResult:
+    path = ctx.path
+    try:
+        with store.file(path=str(path), sha256=digest, size=size, fmt=cls.name,
+                        sensor=sensor) as file_id:
+            sink = RowSink(write=store.write, file_id=file_id, sensor=sensor, path=str(path),
+                           batch_rows=batch_rows, max_shown=max_shown)
+            cls().read(ctx, sink)
+            sink.flush()
+            stats = sink.stats
+            store.finish_file(file_id, rows=stats.rows, errors=stats.errors,
+                              skipped=sum(stats.skipped.values()))
+            if stats.rows == 0:
+                # Nothing usable: roll back, so that a repaired copy can be ingested later.
+                raise _NothingUsable(stats)
+    except _NothingUsable as exc:
+        return FileResult(path=path, format=cls.name, stats=exc.stats,
+                          failure=_nothing_usable(path, exc.stats))
+    return FileResult(path=path, format=cls.name, stats=stats)
+
+
+class _NothingUsable(Exception):
+    def __init__(self, stats: IngestStats) -> None:
+        super().__init__("nothing usable")
+        self.stats = stats
+
+
+def _nothing_usable(path: Path, stats: IngestStats) -> InputError:
+    if stats.errors:
+        first = stats.shown[0] if stats.shown else None
+        msg = f"nothing usable: {stats.errors} bad records"
+        if first is not None:
+            msg += f", the first: {first.message}"
+            return InputError(msg, first.location)
+        return InputError(msg, SourceLocation(path=str(path)))
+    return InputError("nothing usable: no records of a kind hopguard stores",
+                      SourceLocation(path=str(path)))
