@@ -1,4 +1,11 @@
 """Imports every format module so that each registers itself (order = detection order)."""
 
-from hopguard.ingest import zeek  # noqa: F401
-
+from hopguard.ingest import (  # noqa: F401
+    auditd,
+    esxi,
+    eve,
+    macos,
+    netfilter,
+    windows,
+    zeek,
+)

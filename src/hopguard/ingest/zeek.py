@@ -92,7 +92,7 @@ KINDS: dict[str, LogKind] = {k.path: k for k in (
     LogKind("ssl", "tls", {
         **_CONN_FIELDS, "version": "string", "cipher": "string", "server_name": "string",
         "resumed": "bool", "next_protocol": "string", "established": "bool",
-        "subject": "string", "issuer": "string", "cert_chain_fuids": "vector[string]",
+        "curve": "string", "last_alert": "string", "subject": "string", "issuer": "string", "cert_chain_fuids": "vector[string]",
         "cert_chain_fps": "vector[string]", "validation_status": "string", "ja3": "string",
         "ja3s": "string", "ja4": "string", "ja4s": "string"}, {
         **_CONN_COLS, "version": '"version"', "cipher": '"cipher"', "sni": '"server_name"',
@@ -275,7 +275,8 @@ def _cut_header(line: bytes) -> list[str] | None:
     if (b"ts" not in names and b"uid" not in names) or len(names) < 2:
         return None
     decoded = [n.decode("utf-8", "replace") for n in names]
-    return decoded if all(n in _KNOWN_FIELDS for n in decoded) else None
+    known = sum(n in _KNOWN_FIELDS for n in decoded)
+    return decoded if known >= max(2, (len(decoded) * 3 + 3) // 4) else None
 
 
 def parse_header(lines: Iterable[bytes]) -> TsvHeader:

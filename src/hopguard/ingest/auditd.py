@@ -1,0 +1,1 @@
+"""Linux auditd audit.log (being written)."""

@@ -1,0 +1,1 @@
+"""VMware ESXi shell.log (being written)."""

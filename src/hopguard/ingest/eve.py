@@ -1,0 +1,1 @@
+"""Suricata EVE JSON (being written)."""

@@ -1,0 +1,1 @@
+"""macOS unified log NDJSON (being written)."""

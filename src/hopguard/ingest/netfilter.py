@@ -1,0 +1,1 @@
+"""nft monitor output and iptables-save snapshots (being written)."""
