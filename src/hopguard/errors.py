@@ -66,6 +66,10 @@ class UnknownFormatError(InputError):
     """The content of a file matches none of the formats hopguard reads."""
 
 
+class QueryError(ConfigError):
+    """A query given by the user (``hopguard sql``) is not valid SQL for the store."""
+
+
 class StoreError(HopguardError):
     """The DuckDB store cannot be opened, migrated or written."""
 

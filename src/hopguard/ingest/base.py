@@ -67,8 +67,10 @@ class RowSink:
     """
 
     def __init__(self, *, write: Callable[[str, pa.Table], None], file_id: int, sensor: str,
-                 path: str, batch_rows: int = 50_000, max_shown: int = 5) -> None:
+                 path: str, batch_rows: int = 50_000, max_shown: int = 5,
+                 on_rows: Callable[[int], None] | None = None) -> None:
         self._write = write
+        self._on_rows = on_rows
         self.file_id = file_id
         self.sensor = sensor
         self.path = path
@@ -110,6 +112,8 @@ class RowSink:
     def added_externally(self, table_name: str, n: int) -> None:
         """Rows a format wrote through the store directly (bulk SQL paths)."""
         self.stats.added[table_name] = self.stats.added.get(table_name, 0) + n
+        if self._on_rows is not None:
+            self._on_rows(self.stats.rows)
 
     def _flush(self, table_name: str) -> None:
         n = self._counts.get(table_name, 0)
@@ -126,6 +130,8 @@ class RowSink:
             n = len(arrays[0]) if arrays else 0
         self._write(table_name, pa.Table.from_arrays(arrays, schema=schema))
         self.stats.added[table_name] = self.stats.added.get(table_name, 0) + n
+        if self._on_rows is not None:
+            self._on_rows(self.stats.rows)
         self._columns[table_name] = {name: [] for name in cols}
         self._counts[table_name] = 0
 

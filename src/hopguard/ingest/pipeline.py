@@ -53,7 +53,8 @@ def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> st
 def ingest_file(store: Store, path: Path, *, sensor: str, fmt: str | None = None,
                 batch_rows: int = 50_000, max_shown: int = 5, max_record_bytes: int = 4 << 20,
                 fast_zeek_tsv: bool = True,
-                progress: Callable[[int], None] | None = None) -> FileResult:
+                progress: Callable[[int], None] | None = None,
+                on_rows: Callable[[int], None] | None = None) -> FileResult:
     """Store one file atomically. Bad records are counted in the result; a file that cannot
     be read at all comes back with ``failure`` set (nothing of it is stored)."""
     try:
@@ -79,7 +80,7 @@ def ingest_file(store: Store, path: Path, *, sensor: str, fmt: str | None = None
     for attempt in (1, 2):
         try:
             return _ingest_once(store, ctx, cls, digest=digest, size=size, sensor=sensor,
-                                batch_rows=batch_rows, max_shown=max_shown)
+                                batch_rows=batch_rows, max_shown=max_shown, on_rows=on_rows)
         except RetryWithoutFastPath:
             if attempt == 2:
                 raise
@@ -88,13 +89,14 @@ def ingest_file(store: Store, path: Path, *, sensor: str, fmt: str | None = None
 
 
 def _ingest_once(store: Store, ctx: IngestContext, cls: type[Format], *, digest: str, size: int,
-                 sensor: str, batch_rows: int, max_shown: int) -> FileResult:
+                 sensor: str, batch_rows: int, max_shown: int,
+                 on_rows: Callable[[int], None] | None) -> FileResult:
     path = ctx.path
     try:
         with store.file(path=str(path), sha256=digest, size=size, fmt=cls.name,
                         sensor=sensor) as file_id:
             sink = RowSink(write=store.write, file_id=file_id, sensor=sensor, path=str(path),
-                           batch_rows=batch_rows, max_shown=max_shown)
+                           batch_rows=batch_rows, max_shown=max_shown, on_rows=on_rows)
             cls().read(ctx, sink)
             sink.flush()
             stats = sink.stats

@@ -434,14 +434,11 @@ def _fast_tsv(ctx: IngestContext, sink: RowSink, kind: LogKind, header: TsvHeade
     try:
         con.execute("DROP TABLE IF EXISTS hg_rejects; DROP TABLE IF EXISTS hg_reject_scans")
         cur = con.execute(sql, {"sensor": sink.sensor, "file_id": sink.file_id})
-        row = cur.fetchone()
-        inserted = int(row[0]) if row else 0
+        rows = cur.fetchall()
+        inserted = int(rows[0][0]) if rows else 0
         bad = con.execute(
             "SELECT count(DISTINCT line) FROM hg_rejects WHERE NOT starts_with(csv_line, '#')"
-        ).fetchone()
-        comments = con.execute(
-            "SELECT count(DISTINCT line) FROM hg_rejects WHERE starts_with(csv_line, '#')"
-        ).fetchone()
+        ).fetchall()[0]
     except duckdb.Error as exc:
         # DuckDB aborts the transaction on an error: the pipeline rolls back and reads again.
         logger.info("fast path declined %s: %s", ctx.path, str(exc).splitlines()[0])
@@ -452,8 +449,6 @@ def _fast_tsv(ctx: IngestContext, sink: RowSink, kind: LogKind, header: TsvHeade
         raise RetryWithoutFastPath(f"{bad[0]} damaged lines")
     sink.added_externally(kind.table, inserted)
     sink.record_seen(inserted)
-    if comments and comments[0]:
-        sink.skip("comment lines", int(comments[0]))
     if ctx.progress is not None:
         ctx.progress(ctx.path.stat().st_size)
     return True
@@ -551,8 +546,9 @@ class _TsvLineReader:
         nf = len(self.fields)
         path = str(self.ctx.path)
         convs, fields, types = self.convs, self.fields, self.types
+        skip = self.h.lines
         for lineno, line in iter_lines(self.ctx, self.sink):
-            if not line or line.startswith(b"#"):
+            if lineno <= skip or not line or line.startswith(b"#"):
                 continue
             self.sink.record_seen()
             parts = line.split(sep)

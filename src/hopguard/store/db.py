@@ -22,7 +22,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from hopguard.errors import StoreError
+from hopguard.errors import QueryError, StoreError
 from hopguard.model import TABLES
 
 logger = logging.getLogger(__name__)
@@ -124,13 +124,18 @@ class Store:
     # -- schema -------------------------------------------------------------------------
 
     def schema_version(self) -> int:
-        exists = self.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'hg_meta'"
-        ).fetchone()
-        if not exists or not exists[0]:
+        exists = self._scalar(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'hg_meta'")
+        if not exists:
             return 0
-        row = self.con.execute("SELECT value FROM hg_meta WHERE key = 'schema_version'").fetchone()
-        return int(row[0]) if row else 0
+        value = self._scalar("SELECT value FROM hg_meta WHERE key = 'schema_version'")
+        return int(value) if value is not None else 0
+
+    def _scalar(self, sql: str, params: list[Any] | None = None) -> Any:
+        """The first column of the first row, or None (fetching the whole result: DuckDB 2
+        refuses new work on a connection with an unfinished result)."""
+        rows = self.con.execute(sql, params or []).fetchall()
+        return rows[0][0] if rows else None
 
     def _check_version(self) -> None:
         version = self.schema_version()
@@ -175,11 +180,12 @@ class Store:
     # -- files and writes ---------------------------------------------------------------
 
     def find_file(self, sha256: str) -> SourceFile | None:
-        row = self.con.execute(
+        rows = self.con.execute(
             "SELECT id, path, sha256, format, rows, ingested_at FROM source_file WHERE sha256 = ?",
-            [sha256]).fetchone()
-        if row is None:
+            [sha256]).fetchall()
+        if not rows:
             return None
+        row = rows[0]
         return SourceFile(id=row[0], path=row[1], sha256=row[2], format=row[3], rows=row[4],
                           ingested_at=row[5])
 
@@ -189,7 +195,7 @@ class Store:
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
-            (file_id,) = con.execute("SELECT nextval('source_file_id')").fetchone()  # type: ignore[misc]
+            file_id = self._scalar("SELECT nextval('source_file_id')")
             con.execute(
                 "INSERT INTO source_file (id, path, sha256, size, format, sensor, ingested_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -224,15 +230,15 @@ class Store:
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for name in TABLES:
-            row = self.con.execute(f'SELECT count(*) FROM "{name}"').fetchone()
-            out[name] = int(row[0]) if row else 0
+            out[name] = int(self._scalar(f'SELECT count(*) FROM "{name}"'))
         return out
 
     def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
         try:
-            return self.con.execute(sql, params or []).to_arrow_table()
+            rel = self.con.sql(sql, params=params or None)
+            return rel.to_arrow_table() if rel is not None else pa.table({})
         except duckdb.Error as exc:
-            raise StoreError(f"query failed: {str(exc).splitlines()[0]}") from None
+            raise QueryError(f"query failed: {str(exc).splitlines()[0]}") from None
 
     def export_parquet(self, directory: Path, tables: list[str] | None = None) -> dict[str, int]:
         directory.mkdir(parents=True, exist_ok=True)
@@ -240,8 +246,7 @@ class Store:
         for name in tables or [*TABLES, "source_file"]:
             target = directory / f"{name}.parquet"
             self.con.execute(f"COPY \"{name}\" TO '{_sql_str(str(target))}' (FORMAT PARQUET)")
-            row = self.con.execute(f'SELECT count(*) FROM "{name}"').fetchone()
-            out[name] = int(row[0]) if row else 0
+            out[name] = int(self._scalar(f'SELECT count(*) FROM "{name}"'))
         return out
 
 

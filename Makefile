@@ -1,0 +1,50 @@
+# Two commands set everything up on a fresh Debian machine with Python 3.11:
+#   make demo   the main job (hopguard hunt) over the example data in examples/
+#   make test   the whole test suite (what CI runs)
+# Both create .venv on first use; as root they also apt-get the system tools the tests need.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+APT_PACKAGES :=
+DEMO_DB ?= out/demo.duckdb
+
+.PHONY: demo test lint typecheck bench system-deps clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Debian: apt-get install python3.11 python3.11-venv)"; exit 1; }
+	$(PYTHON) -m venv $(VENV) || { echo "python venv failed; on Debian: apt-get install python3.11-venv"; exit 1; }
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+system-deps:
+	@if [ -n "$(APT_PACKAGES)" ] && [ "$$(id -u)" = 0 ]; then \
+	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	fi
+
+demo: $(STAMP) system-deps
+	@mkdir -p $(dir $(DEMO_DB))
+	@rm -f $(DEMO_DB) $(DEMO_DB).wal
+	$(BIN)/hopguard hunt --db $(DEMO_DB) examples/
+	@echo
+	@echo "Try: $(BIN)/hopguard sql --db $(DEMO_DB) \"SELECT host, user, command_line FROM process WHERE command_line ILIKE '%portproxy%' OR image LIKE '%socat%'\""
+
+test: $(STAMP) system-deps
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q -m "not bench"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

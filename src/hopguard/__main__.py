@@ -1,0 +1,5 @@
+import sys
+
+from hopguard.cli.main import main
+
+sys.exit(main())

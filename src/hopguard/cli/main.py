@@ -1,0 +1,218 @@
+"""Entry point: ``hopguard VERB ...``. Maps HopguardError to exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hopguard import __version__
+from hopguard.cli.common import (
+    DEBUG,
+    ConfigOpt,
+    DbOpt,
+    DebugOpt,
+    OutputFormat,
+    SetOpt,
+    err,
+    make_env,
+    out,
+    print_arrow,
+)
+from hopguard.cli.ingest import print_summary, run_ingest
+from hopguard.config import iter_options
+from hopguard.errors import EXIT_RUNTIME, EXIT_USAGE, HopguardError
+from hopguard.model import TABLES
+
+app = typer.Typer(
+    name="hopguard", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Find and stop command-and-control traffic hiding behind proxies (ATT&CK T1090).")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
+app.add_typer(config_app, name="config")
+
+InputsArg = Annotated[list[Path], typer.Argument(
+    help="Files or directories (recursively) of telemetry; .gz is read transparently.",
+    show_default=False)]
+SensorOpt = Annotated[str | None, typer.Option(
+    "--sensor", help="Sensor name for network rows [default: ingest.sensor].",
+    show_default=False)]
+FormatNameOpt = Annotated[str | None, typer.Option(
+    "--input-format", help="Skip detection and read every input as this format "
+    "(see 'hopguard formats').", show_default=False)]
+ProgressOpt = Annotated[bool | None, typer.Option(
+    "--progress/--no-progress", help="Progress bar on a terminal [default: ingest.progress].",
+    show_default=False)]
+
+
+@app.command()
+def ingest(inputs: InputsArg, sensor: SensorOpt = None, input_format: FormatNameOpt = None,
+           progress: ProgressOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+           db: DbOpt = None, debug: DebugOpt = False) -> None:
+    """Add telemetry to the store (each file atomically, once by content)."""
+    env = make_env(config, set_, db, debug)
+    _check_format(input_format)
+    report = run_ingest(env, inputs, sensor=sensor, fmt=input_format, show_progress=progress)
+    print_summary(report)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def hunt(inputs: InputsArg, sensor: SensorOpt = None, input_format: FormatNameOpt = None,
+         progress: ProgressOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+         db: DbOpt = None, debug: DebugOpt = False) -> None:
+    """Ingest, analyze and report in one go (the main job)."""
+    env = make_env(config, set_, db, debug)
+    _check_format(input_format)
+    report = run_ingest(env, inputs, sensor=sensor, fmt=input_format, show_progress=progress)
+    print_summary(report)
+    with env.open_store(read_only=False) as store:
+        counts = store.counts()
+        table = Table(title=f"What the store {env.db} holds", title_justify="left")
+        table.add_column("table")
+        table.add_column("rows", justify="right")
+        table.add_column("what a row is")
+        for name, n in counts.items():
+            if name != "finding":
+                table.add_row(name, f"{n:,}", TABLES[name].doc)
+        out.print(table)
+        out.print("No detectors are installed in this version yet: the store is ready for "
+                  "'hopguard sql'.", style="dim")
+    raise typer.Exit(report.exit_code)
+
+
+def _check_format(name: str | None) -> None:
+    if name is None:
+        return
+    from hopguard.ingest import FORMATS
+    if name not in FORMATS:
+        from hopguard.errors import ConfigError
+        raise ConfigError(f"unknown input format {name!r}; formats: {', '.join(FORMATS)}")
+
+
+@app.command()
+def sql(query: Annotated[str, typer.Argument(help="A DuckDB SQL query over the store.")],
+        format_: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
+        output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+        config: ConfigOpt = None, set_: SetOpt = None, db: DbOpt = None,
+        debug: DebugOpt = False) -> None:
+    """Query the store with SQL (read-only)."""
+    env = make_env(config, set_, db, debug)
+    with env.open_store(read_only=True) as store:
+        result = store.query(query)
+    print_arrow(result, format_, output)
+
+
+@app.command()
+def export(parquet: Annotated[Path, typer.Option("--parquet", help="Directory for one Parquet "
+                                                 "file per table.")],
+           tables: Annotated[list[str] | None, typer.Option(
+               "--table", help="Only these tables (repeatable).")] = None,
+           config: ConfigOpt = None, set_: SetOpt = None, db: DbOpt = None,
+           debug: DebugOpt = False) -> None:
+    """Export tables to Parquet."""
+    env = make_env(config, set_, db, debug)
+    for t in tables or []:
+        if t not in TABLES and t != "source_file":
+            from hopguard.errors import ConfigError
+            raise ConfigError(f"unknown table {t!r}; tables: {', '.join(TABLES)}, source_file")
+    with env.open_store(read_only=True) as store:
+        counts = store.export_parquet(parquet, tables)
+    for name, n in counts.items():
+        out.print(f"{parquet / (name + '.parquet')}: {n:,} rows", highlight=False)
+
+
+@app.command()
+def formats() -> None:
+    """List the input formats hopguard reads, and the tables each fills."""
+    from hopguard.ingest import FORMATS
+    table = Table(title="Input formats (detected from content)", title_justify="left")
+    table.add_column("name")
+    table.add_column("what")
+    table.add_column("tables")
+    for cls in FORMATS.values():
+        table.add_row(cls.name, cls.description, ", ".join(cls.tables))
+    out.print(table)
+
+
+@config_app.command("dump")
+def config_dump(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Print every option with its value, default, bounds and help (as TOML)."""
+    env_settings = make_env(config, set_, None, False).settings
+    section = ""
+    for info in iter_options(env_settings):
+        sec, _, key = info.key.partition(".")
+        if sec != section:
+            out.print(f"\n[{sec}]", markup=False, highlight=False)
+            section = sec
+        bounds = []
+        if info.min is not None:
+            bounds.append(f"min {_num(info.min)}")
+        if info.max is not None:
+            bounds.append(f"max {_num(info.max)}")
+        if info.choices:
+            bounds.append("one of " + ", ".join(info.choices))
+        extra = f" ({'; '.join(bounds)})" if bounds else ""
+        out.print(f"# {info.help} [{info.type}, default {_toml(info.default)}]{extra}",
+                  markup=False, highlight=False)
+        out.print(f"{key} = {_toml(info.value)}", markup=False, highlight=False)
+
+
+def _num(v: float) -> str:
+    return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
+
+
+def _toml(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return str(v)
+
+
+@app.command()
+def version() -> None:
+    """Print hopguard's version."""
+    out.print(f"hopguard {__version__}", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="hopguard", standalone_mode=False)
+    except HopguardError as exc:
+        if DEBUG["on"]:
+            traceback.print_exc()
+        err.print(f"hopguard: {exc}", markup=False, highlight=False)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
+        err.print("hopguard: interrupted", highlight=False)
+        return 130
+    except typer.TyperException as exc:  # usage errors: bad options, missing arguments
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show(file=sys.stderr)
+        else:
+            err.print(f"hopguard: {exc}", markup=False, highlight=False)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err.print("hopguard: interrupted; files not finished were not stored", highlight=False)
+        return 130
+    except Exception as exc:  # the last boundary: no traceback unless --debug
+        if DEBUG["on"]:
+            raise
+        err.print(f"hopguard: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+                  markup=False, highlight=False)
+        return EXIT_RUNTIME
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
