@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -176,8 +177,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        raise ConfigError(f"invalid TOML: {exc}", SourceLocation(path=str(path), line=line)) from None
+        # Python 3.11's tomllib puts the position only in the message: "(at line 3, column 8)"
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError(f"invalid TOML: {msg}", SourceLocation(
+            path=str(path), line=int(m.group(1)) if m else None,
+            column=int(m.group(2)) if m else None)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read configuration: {exc.strerror}",
                           SourceLocation(path=str(path))) from None

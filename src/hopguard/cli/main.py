@@ -184,7 +184,10 @@ def version() -> None:
 def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="hopguard", standalone_mode=False)
+        rv = command.main(args=argv, prog_name="hopguard", standalone_mode=False)
+        # without standalone mode, an Exit raised by a command comes back as its exit code
+        if isinstance(rv, int) and not isinstance(rv, bool):
+            return rv
     except HopguardError as exc:
         if DEBUG["on"]:
             traceback.print_exc()

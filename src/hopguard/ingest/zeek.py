@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -260,6 +260,7 @@ class TsvHeader:
     fields: list[str] | None = None
     types: list[str] | None = None
     lines: int = 0  # header lines before the first data line
+    at: dict[str, int] = field(default_factory=dict)  # directive -> its line number
 
 
 def _decode_sep(value: bytes) -> bytes:
@@ -297,6 +298,7 @@ def parse_header(lines: Iterable[bytes]) -> TsvHeader:
             h.separator = _decode_sep(line[len(b"#separator "):].strip())
             continue
         key, _, value = line[1:].partition(h.separator)
+        h.at[key.decode("utf-8", "replace")] = h.lines
         if key == b"set_separator":
             h.set_separator = _decode_sep(value)
         elif key == b"empty_field":
@@ -306,7 +308,13 @@ def parse_header(lines: Iterable[bytes]) -> TsvHeader:
         elif key == b"path":
             h.path = value.decode("utf-8", "replace")
         elif key == b"fields":
-            h.fields = [f.decode("utf-8", "replace") for f in value.split(h.separator)]
+            names = [f.decode("utf-8", "replace") for f in value.split(h.separator)]
+            seen: set[str] = set()
+            for i, name in enumerate(names):  # a repeated name is kept apart (and not mapped)
+                while names[i] in seen:
+                    names[i] += "~"
+                seen.add(names[i])
+            h.fields = names
         elif key == b"types":
             h.types = [t.decode("utf-8", "replace") for t in value.split(h.separator)]
     return h
@@ -356,14 +364,16 @@ class ZeekFormat(Format):
             KINDS.get(kind_of_keys(header.fields) or "")
         if kind is None:
             sink.skip(f"zeek {header.path or '?'} log")
-            sink.error(SourceLocation(path=str(ctx.path)),
+            sink.error(SourceLocation(path=str(ctx.path), line=header.at.get("path", 1)),
                        f"Zeek log '{header.path}' is not one hopguard stores "
                        f"(it stores {', '.join(KINDS)})")
             return
-        types = header.types or [kind.fields.get(f, "string") for f in header.fields]
-        if len(types) != len(header.fields):
-            sink.error(SourceLocation(path=str(ctx.path)), "#types and #fields differ in length")
-            types = [kind.fields.get(f, "string") for f in header.fields]
+        if header.types is not None and len(header.types) != len(header.fields):
+            sink.error(SourceLocation(path=str(ctx.path), line=header.at.get("types", 1)),
+                       "#types and #fields differ in length; using hopguard's own types")
+        # Fields we map are read as the type the mapping expects (a damaged or unusual #types
+        # line must not change the SQL's input types); other fields are only carried as text.
+        types = [kind.fields.get(f, "string") for f in header.fields]
         if ctx.fast_zeek_tsv and ctx.store is not None and header.separator and \
                 len(header.separator) == 1 and _fast_tsv(ctx, sink, kind, header, types):
             return

@@ -1,0 +1,109 @@
+"""The command line as a user runs it: exit codes, one-line errors, outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hopguard.cli.main import main
+from tests.conftest import DATA
+
+ZEEK = DATA / "zeek"
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_ingest_then_sql_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "h.duckdb")
+    code, out, _ = run(capsys, "ingest", "--db", db, "--no-progress", str(ZEEK))
+    assert code == 0
+    assert "Rows added per table" in out and "flow" in out and "9" in out
+    code, out, _ = run(capsys, "sql", "--db", db, "-f", "jsonl",
+                       "SELECT uid, dst_port FROM flow ORDER BY uid")
+    assert code == 0
+    assert [json.loads(line) for line in out.splitlines()][0] == {"uid": "Ca1", "dst_port": 8443}
+    code, out, _ = run(capsys, "sql", "--db", db, "-f", "csv", "SELECT count(*) AS n FROM http")
+    assert out.splitlines() == ["n", "3"]
+    code, out, _ = run(capsys, "ingest", "--db", db, "--no-progress", str(ZEEK / "conn.log"))
+    assert code == 0 and "already stored" in out
+
+
+def test_bad_input_exit_code_and_location(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    lines = (ZEEK / "conn.log").read_text().splitlines(keepends=True)
+    lines[9] = "garbage\n"
+    bad = tmp_path / "conn.log"
+    bad.write_text("".join(lines))
+    code, out, err = run(capsys, "ingest", "--db", str(tmp_path / "h.duckdb"), "--no-progress",
+                         str(bad))
+    assert code == 2
+    assert f"hopguard: expected 21 fields, found 1 ({bad}:10)" in err
+    assert "stored, with damage" in out
+
+
+def test_unknown_format_names_the_supported(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    junk = tmp_path / "notes.txt"
+    junk.write_text("hello\nworld\n")
+    code, _, err = run(capsys, "ingest", "--db", str(tmp_path / "h.duckdb"), str(junk))
+    assert code == 2
+    assert "unknown input format; supported: " in err and "zeek (" in err and str(junk) in err
+    assert "Traceback" not in err
+
+
+def test_nothing_usable_is_one_clear_line(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "conn.log"
+    log.write_text((ZEEK / "conn.log").read_text().split("1795165200.123456")[0])
+    code, _, err = run(capsys, "ingest", "--db", str(tmp_path / "h.duckdb"), str(log))
+    assert code == 2 and "nothing usable" in err
+
+
+def test_config_errors_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "ingest", "--set", "store.batch_rows=3", str(ZEEK))
+    assert code == 1 and "store.batch_rows: 3 is below the minimum 1000 (--set)" in err
+    cfg = tmp_path / "h.toml"
+    cfg.write_text("[ingest]\nsensor = 'x'\nbogus = 1\n")
+    code, _, err = run(capsys, "ingest", "--config", str(cfg), str(ZEEK))
+    assert code == 1 and "unknown setting 'ingest.bogus'" in err and str(cfg) in err
+    cfg.write_text("[ingest\n")
+    code, _, err = run(capsys, "config", "dump", "--config", str(cfg))
+    assert code == 1 and "invalid TOML" in err and f"{cfg}:1" in err
+
+
+def test_bad_sql_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "h.duckdb")
+    run(capsys, "ingest", "--db", db, str(ZEEK / "conn.log"))
+    code, _, err = run(capsys, "sql", "--db", db, "SELEC nothing")
+    assert code == 1 and err.startswith("hopguard: query failed")
+
+
+def test_config_dump_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "config", "dump", "--set", "ingest.sensor=edge-1")
+    assert code == 0
+    assert 'sensor = "edge-1"' in out and "[store]" in out and "min 1,000" in out
+    import tomllib
+    parsed = tomllib.loads(out)
+    assert parsed["ingest"]["sensor"] == "edge-1" and parsed["store"]["batch_rows"] == 50000
+
+
+def test_hunt_prints_store_contents(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "hunt", "--db", str(tmp_path / "h.duckdb"), str(ZEEK))
+    assert code == 0 and "What the store" in out and "proxy" in out
+
+
+def test_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "h.duckdb")
+    run(capsys, "ingest", "--db", db, str(ZEEK))
+    code, out, _ = run(capsys, "export", "--db", db, "--parquet", str(tmp_path / "pq"),
+                       "--table", "flow")
+    assert code == 0 and (tmp_path / "pq" / "flow.parquet").exists() and "4 rows" in out
+    code, _, err = run(capsys, "export", "--db", db, "--parquet", str(tmp_path / "pq"),
+                       "--table", "nope")
+    assert code == 1 and "unknown table 'nope'" in err
