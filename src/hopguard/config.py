@@ -10,6 +10,7 @@ against its type and bounds as it is applied, and the error names the layer it c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -24,7 +25,7 @@ from hopguard.errors import ConfigError, SourceLocation
 
 def option(default: Any, help: str, *, min: float | None = None, max: float | None = None,
            choices: Sequence[str] | None = None) -> Any:
-    """A settings field: its default, help text and bounds (used by validation and ``config dump``)."""
+    """A settings field: default, help text and bounds (for validation and ``config dump``)."""
     meta = {"help": help, "min": min, "max": max, "choices": tuple(choices) if choices else None}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
@@ -220,9 +221,7 @@ def load_settings(config: Path | None = None, overrides: Sequence[str] = (),
         if not sep:
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
         value: Any = raw
-        try:  # allow TOML literals (numbers, booleans, arrays) on the command line
+        with contextlib.suppress(tomllib.TOMLDecodeError):  # TOML literals: 3, true, ['a']
             value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            pass
         _apply(settings, key.strip(), value, "--set")
     return settings

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import orjson
 import pyarrow as pa
@@ -88,18 +88,12 @@ def print_arrow(result: pa.Table, fmt: OutputFormat, output: Path | None = None,
         for row in rows:
             table.add_row(*(_cell(row[n]) for n in result.column_names))
         if output is not None:
-            with output.open("w") as fh:
-                Console(file=fh, width=200).print(table)
+            with output.open("w") as target:
+                Console(file=target, width=200).print(table)
         else:
             out.print(table)
         return
-    buf: io.StringIO | None = None
-    fh: Any
-    if output is not None:
-        fh = output.open("w", newline="")
-    else:
-        buf = io.StringIO()
-        fh = buf
+    fh: IO[str] = output.open("w", newline="") if output is not None else io.StringIO()
     try:
         if fmt is OutputFormat.csv:
             writer = csv.writer(fh)
@@ -111,11 +105,10 @@ def print_arrow(result: pa.Table, fmt: OutputFormat, output: Path | None = None,
                 fh.write(orjson.dumps(row, default=_json_default,
                                       option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z).decode())
                 fh.write("\n")
+        if isinstance(fh, io.StringIO):
+            sys.stdout.write(fh.getvalue())
     finally:
-        if output is not None:
-            fh.close()
-    if buf is not None:
-        sys.stdout.write(buf.getvalue())
+        fh.close()
 
 
 def require(condition: bool, message: str) -> None:

@@ -15,6 +15,7 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
@@ -23,8 +24,16 @@ from rich.table import Table
 from rich.text import Text
 
 from hopguard.cli.common import Env, err, out
-from hopguard.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, HopguardError, InputError, \
-    SourceLocation, UnknownFormatError
+from hopguard.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    HopguardError,
+    InputError,
+    SourceLocation,
+    UnknownFormatError,
+)
+from hopguard.ingest.base import IngestStats
 from hopguard.ingest.pipeline import FileResult, ingest_file
 
 logger = logging.getLogger(__name__)
@@ -89,21 +98,28 @@ def run_ingest(env: Env, inputs: Sequence[Path], *, sensor: str | None, fmt: str
             size = path.stat().st_size if path.is_file() else 0
             task = progress.add_task(path.name, total=size or None, rows=0,
                                      started=time.monotonic())
+
+            def on_bytes(done: int, task: TaskID = task) -> None:
+                progress.update(task, completed=done)
+
+            def on_rows(rows: int, task: TaskID = task) -> None:
+                progress.update(task, rows=rows)
+
             try:
                 result = ingest_file(
                     store, path, sensor=sensor or s.ingest.sensor, fmt=fmt,
                     batch_rows=s.store.batch_rows, max_shown=s.ingest.max_errors_shown,
                     max_record_bytes=s.ingest.max_record_bytes,
                     fast_zeek_tsv=s.ingest.fast_zeek_tsv,
-                    progress=lambda done, t=task: progress.update(t, completed=done),
-                    on_rows=lambda rows, t=task: progress.update(t, rows=rows))
+                    progress=on_bytes, on_rows=on_rows)
             except HopguardError as exc:
-                result = FileResult(path=path, format=fmt or "?", stats=_empty(), failure=exc)
+                result = FileResult(path=path, format=fmt or "?", stats=IngestStats(),
+                                    failure=exc)
             except Exception as exc:  # a bug in a reader: isolate it, keep going
                 if env.debug:
                     raise
                 logger.error("internal error while reading %s: %r", path, exc)
-                result = FileResult(path=path, format=fmt or "?", stats=_empty(),
+                result = FileResult(path=path, format=fmt or "?", stats=IngestStats(),
                                     failure=HopguardError(
                                         f"internal error ({type(exc).__name__}: {exc}); nothing "
                                         "of this file was stored; rerun with --debug",
@@ -116,11 +132,6 @@ def run_ingest(env: Env, inputs: Sequence[Path], *, sensor: str | None, fmt: str
             _print_problems(result)
     report.seconds = time.monotonic() - started
     return report
-
-
-def _empty():  # type: ignore[no-untyped-def]
-    from hopguard.ingest.base import IngestStats
-    return IngestStats()
 
 
 def _print_problems(result: FileResult) -> None:
@@ -181,7 +192,9 @@ def print_summary(report: IngestReport) -> None:
     out.print(totals)
     rows = sum(per_table.values())
     rate = rows / report.seconds if report.seconds > 0 else 0.0
-    line = f"{len(report.results)} files, {rows:,} rows in {report.seconds:.2f} s ({rate:,.0f} rows/s)"
+    line = (f"{len(report.results)} files, {rows:,} rows in {report.seconds:.2f} s "
+            f"({rate:,.0f} rows/s)")
     if report.unrecognised:
-        line += f"; {len(report.unrecognised)} files in directories were not telemetry hopguard reads"
+        line += (f"; {len(report.unrecognised)} files in directories were not telemetry "
+                 "hopguard reads")
     out.print(line, highlight=False)

@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, cast
 
 import pyarrow as pa
 
@@ -233,7 +233,7 @@ def read_head(path: Path) -> tuple[bytes, bool]:
     try:
         if gz:
             with gzip.open(path, "rb") as fh:
-                return _read_upto(fh, SNIFF_BYTES), True
+                return _read_upto(cast(IO[bytes], fh), SNIFF_BYTES), True
         with path.open("rb") as fh:
             return fh.read(SNIFF_BYTES), False
     except OSError as exc:

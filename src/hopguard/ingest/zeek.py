@@ -22,6 +22,7 @@ the line path. The ASCII writer's format: zeek/src/logging/writers/ascii/Ascii.c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -92,7 +93,8 @@ KINDS: dict[str, LogKind] = {k.path: k for k in (
     LogKind("ssl", "tls", {
         **_CONN_FIELDS, "version": "string", "cipher": "string", "server_name": "string",
         "resumed": "bool", "next_protocol": "string", "established": "bool",
-        "curve": "string", "last_alert": "string", "subject": "string", "issuer": "string", "cert_chain_fuids": "vector[string]",
+        "curve": "string", "last_alert": "string", "subject": "string", "issuer": "string",
+        "cert_chain_fuids": "vector[string]",
         "cert_chain_fps": "vector[string]", "validation_status": "string", "ja3": "string",
         "ja3s": "string", "ja4": "string", "ja4s": "string"}, {
         **_CONN_COLS, "version": '"version"', "cipher": '"cipher"', "sni": '"server_name"',
@@ -240,11 +242,10 @@ def _ensure_udf(con: duckdb.DuckDBPyConnection) -> None:
     """Register the unescape function once per connection (DuckDB refuses a second one)."""
     if id(con) in _UDF_CONNECTIONS:
         return
-    try:
-        con.create_function("hg_zeek_unescape", _unescape_sql, ["VARCHAR"], "VARCHAR",
-                            null_handling="special", side_effects=False)
-    except duckdb.NotImplementedException:
-        pass  # already registered on this connection
+    with contextlib.suppress(duckdb.NotImplementedException):  # registered already
+        con.create_function(  # type: ignore[call-overload]  # the stubs want enum members
+            "hg_zeek_unescape", _unescape_sql, ["VARCHAR"], "VARCHAR",
+            null_handling="special", side_effects=False)
     _UDF_CONNECTIONS.add(id(con))
 
 
@@ -310,7 +311,7 @@ def parse_header(lines: Iterable[bytes]) -> TsvHeader:
         elif key == b"fields":
             names = [f.decode("utf-8", "replace") for f in value.split(h.separator)]
             seen: set[str] = set()
-            for i, name in enumerate(names):  # a repeated name is kept apart (and not mapped)
+            for i in range(len(names)):  # a repeated name is kept apart (and not mapped)
                 while names[i] in seen:
                     names[i] += "~"
                 seen.add(names[i])
@@ -426,7 +427,8 @@ def _fast_tsv(ctx: IngestContext, sink: RowSink, kind: LogKind, header: TsvHeade
         if pa.types.is_list(st):
             staged.append(
                 f"CASE WHEN {q} IS NULL THEN NULL WHEN {q} = '{empty}' THEN []::VARCHAR[] ELSE "
-                f"list_transform(string_split({q}, '{setsep}'), lambda x: CASE WHEN contains(x, '\\') "
+                f"list_transform(string_split({q}, '{setsep}'), "
+                f"lambda x: CASE WHEN contains(x, '\\') "
                 f"THEN hg_zeek_unescape(x) ELSE x END) END AS {q}")
         elif pa.types.is_string(st):
             staged.append(f"CASE WHEN {q} = '{empty}' THEN '' WHEN contains({q}, '\\') THEN "

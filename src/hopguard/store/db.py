@@ -149,7 +149,8 @@ class Store:
         version = self.schema_version()
         con.execute("BEGIN TRANSACTION")
         try:
-            con.execute("CREATE TABLE IF NOT EXISTS hg_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS hg_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 logger.info("migrating %s to schema version %d", self.path, step)
                 MIGRATIONS[step](con)
