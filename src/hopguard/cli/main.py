@@ -27,6 +27,7 @@ from hopguard.cli.ingest import print_summary, run_ingest
 from hopguard.config import iter_options
 from hopguard.errors import EXIT_RUNTIME, EXIT_USAGE, HopguardError
 from hopguard.model import TABLES
+from hopguard.store import Store
 
 app = typer.Typer(
     name="hopguard", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -107,22 +108,45 @@ def sql(query: Annotated[str, typer.Argument(help="A DuckDB SQL query over the s
 
 
 @app.command()
-def export(parquet: Annotated[Path, typer.Option("--parquet", help="Directory for one Parquet "
-                                                 "file per table.")],
+def export(parquet: Annotated[Path | None, typer.Option(
+               "--parquet", help="Directory for one Parquet file per table.")] = None,
+           ecs: Annotated[Path | None, typer.Option(
+               "--ecs", help="Directory for one ECS JSON-lines file per table.")] = None,
            tables: Annotated[list[str] | None, typer.Option(
                "--table", help="Only these tables (repeatable).")] = None,
            config: ConfigOpt = None, set_: SetOpt = None, db: DbOpt = None,
            debug: DebugOpt = False) -> None:
-    """Export tables to Parquet."""
+    """Export tables to Parquet files or to ECS JSON lines (for a SIEM)."""
+    from hopguard.errors import ConfigError
     env = make_env(config, set_, db, debug)
+    if parquet is None and ecs is None:
+        raise ConfigError("say where to: --parquet DIR and/or --ecs DIR")
     for t in tables or []:
         if t not in TABLES and t != "source_file":
-            from hopguard.errors import ConfigError
             raise ConfigError(f"unknown table {t!r}; tables: {', '.join(TABLES)}, source_file")
     with env.open_store(read_only=True) as store:
-        counts = store.export_parquet(parquet, tables)
-    for name, n in counts.items():
-        out.print(f"{parquet / (name + '.parquet')}: {n:,} rows", highlight=False)
+        if parquet is not None:
+            counts = store.export_parquet(parquet, tables)
+            for name, n in counts.items():
+                out.print(f"{parquet / (name + '.parquet')}: {n:,} rows", highlight=False)
+        if ecs is not None:
+            _export_ecs(store, ecs, [t for t in tables or TABLES if t in TABLES])
+
+
+def _export_ecs(store: Store, directory: Path, names: list[str]) -> None:
+    import orjson
+
+    from hopguard.report.ecs import to_ecs
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        target = directory / f"{name}.ndjson"
+        n = 0
+        with target.open("wb") as fh:
+            for batch in store.batches(f'SELECT * FROM "{name}"'):
+                for doc in to_ecs(name, batch.to_pylist()):
+                    fh.write(orjson.dumps(doc) + b"\n")
+                    n += 1
+        out.print(f"{target}: {n:,} documents", highlight=False)
 
 
 @app.command()
@@ -136,6 +160,28 @@ def formats() -> None:
     for cls in FORMATS.values():
         table.add_row(cls.name, cls.description, ", ".join(cls.tables))
     out.print(table)
+
+
+@app.command()
+def tables(name: Annotated[str | None, typer.Argument(help="One table (default: all).")] = None,
+           markdown: Annotated[bool, typer.Option("--markdown", help="As Markdown.")] = False
+           ) -> None:
+    """List the stored tables and their columns, with types and ECS names."""
+    from hopguard.model.tables import markdown as tables_markdown
+    from hopguard.store.db import duck_type
+    if name is not None and name not in TABLES:
+        from hopguard.errors import ConfigError
+        raise ConfigError(f"unknown table {name!r}; tables: {', '.join(TABLES)}")
+    if markdown:
+        out.print(tables_markdown(), markup=False, highlight=False, end="")
+        return
+    for t in [TABLES[name]] if name else TABLES.values():
+        table = Table(title=f"{t.name}: {t.doc}", title_justify="left")
+        for col in ("column", "type", "ECS", "meaning"):
+            table.add_column(col)
+        for c in t.columns:
+            table.add_row(c.name, duck_type(c.type), c.ecs, c.doc)
+        out.print(table)
 
 
 @config_app.command("dump")

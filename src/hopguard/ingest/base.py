@@ -246,7 +246,9 @@ def _read_upto(fh: IO[bytes], n: int) -> bytes:
     got = 0
     try:
         while got < n:
-            chunk = fh.read(n - got)
+            # Small reads: GzipFile.read() drops what it had inflated in a call that then hits
+            # the end of a truncated stream, so a short damaged file would sniff as empty.
+            chunk = fh.read(min(4096, n - got))
             if not chunk:
                 break
             chunks.append(chunk)

@@ -295,3 +295,17 @@ def table(name: str) -> Table:
 
 def arrow_schema(name: str) -> pa.Schema:
     return pa.schema([pa.field(c.name, c.type) for c in table(name).columns])
+
+
+def markdown() -> str:
+    """Every table and column as Markdown (docs/formats.md embeds this; a test keeps it equal)."""
+    from hopguard.store.db import duck_type
+
+    parts = []
+    for t in TABLES.values():
+        parts.append(f"### `{t.name}`: {t.doc}\n\n| column | type | ECS | meaning |\n"
+                     "|---|---|---|---|\n")
+        parts.append("".join(f"| {c.name} | {duck_type(c.type)} | {c.ecs} | {c.doc} |\n"
+                             for c in t.columns))
+        parts.append("\n")
+    return "".join(parts).rstrip() + "\n"

@@ -241,6 +241,16 @@ class Store:
         except duckdb.Error as exc:
             raise QueryError(f"query failed: {str(exc).splitlines()[0]}") from None
 
+    def batches(self, sql: str, rows: int = 50_000) -> Iterator[pa.RecordBatch]:
+        """Stream a query's result in Arrow batches (for exports that must not hold it all)."""
+        try:
+            rel = self.con.sql(sql)
+        except duckdb.Error as exc:
+            raise QueryError(f"query failed: {str(exc).splitlines()[0]}") from None
+        if rel is None:
+            return
+        yield from rel.to_arrow_reader(rows)
+
     def export_parquet(self, directory: Path, tables: list[str] | None = None) -> dict[str, int]:
         directory.mkdir(parents=True, exist_ok=True)
         out: dict[str, int] = {}

@@ -107,3 +107,23 @@ def test_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "export", "--db", db, "--parquet", str(tmp_path / "pq"),
                        "--table", "nope")
     assert code == 1 and "unknown table 'nope'" in err
+
+
+def test_export_ecs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "h.duckdb")
+    run(capsys, "ingest", "--db", db, str(ZEEK))
+    code, out, _ = run(capsys, "export", "--db", db, "--ecs", str(tmp_path / "ecs"),
+                       "--table", "proxy")
+    assert code == 0 and "2 documents" in out
+    docs = [json.loads(x) for x in (tmp_path / "ecs" / "proxy.ndjson").read_text().splitlines()]
+    bob = next(d for d in docs if d.get("user", {}).get("name") == "bob")
+    assert bob["source"] == {"ip": "10.10.1.51", "port": 50123}
+    assert bob["event"]["dataset"] == "hopguard.proxy"
+    assert bob["hopguard"]["proxy"]["target_host"] == "files.corp.example"
+    assert bob["@timestamp"] == "2026-11-20T09:03:20.500000Z"
+
+
+def test_tables_markdown_is_in_the_docs(capsys: pytest.CaptureFixture[str]) -> None:
+    from hopguard.model.tables import markdown
+    from tests.conftest import ROOT
+    assert markdown() in (ROOT / "docs" / "formats.md").read_text()

@@ -1,0 +1,1 @@
+"""Outputs for people and other tools: console tables (cli/), ECS JSON lines (ecs.py)."""
