@@ -30,7 +30,8 @@ demo: $(STAMP) system-deps
 	@rm -f $(DEMO_DB) $(DEMO_DB).wal
 	$(BIN)/hopguard hunt --db $(DEMO_DB) examples/
 	@echo
-	@echo "Try: $(BIN)/hopguard sql --db $(DEMO_DB) \"SELECT host, user, command_line FROM process WHERE command_line ILIKE '%portproxy%' OR image LIKE '%socat%'\""
+	@echo "One query over every host and source: proxy and relay tools started anywhere"
+	$(BIN)/hopguard sql --db $(DEMO_DB) "SELECT ts, coalesce(host, sensor) AS host, platform, user, left(command_line, 90) AS command_line FROM process WHERE regexp_matches(command_line, '(portproxy|socat|microsocks| nc |ncat|ssh -[LRD])') ORDER BY ts"
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check src tests bench
