@@ -40,8 +40,8 @@ per-event work is: one ``orjson.loads``, a handful of dict lookups, one dict dis
 timestamp parse (``_TimeParser``), and type checks with ``type(x) is ...`` before any conversion.
 No regular expression runs per field; the only ones run on NXLog messages for a clobbered field
 and on EVTX error messages. Handlers return rows as tuples in a fixed column order (``LAYOUT``)
-that ``_Emitter`` turns into Arrow batches for the store; that replaced one dict per row plus
-``RowSink.add`` and made Sysmon JSON ingest about 30% faster (see ``_Emitter``).
+that ``RowSink.emit`` turns into Arrow batches; that replaced one dict per row plus
+``RowSink.add`` and made Sysmon JSON ingest about 30% faster.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ from pathlib import Path
 from typing import IO, Any, ClassVar
 
 import orjson
-import pyarrow as pa
 
 from hopguard.errors import SourceLocation
 from hopguard.ingest.base import (
@@ -69,7 +68,6 @@ from hopguard.ingest.base import (
     register,
 )
 from hopguard.ingest.values import iso_to_us, to_int
-from hopguard.model import arrow_schema
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +202,7 @@ def _bool(v: object) -> bool | None:
 
 # Each handler returns one row as a tuple in its table's LAYOUT order (not a dict): rows are
 # buffered as tuples and turned into Arrow columns with one C-level zip(*rows) per batch, which
-# costs a fraction of building a dict per row and copying it column by column (see _Emitter).
+# costs a fraction of building a dict per row and copying it column by column (see RowSink.emit).
 Handler = Callable[[_Mapper, Mapping[str, Any], int, int | None, str | None], tuple[Any, ...]]
 
 _HEAD = ("ts", "record", "host", "platform", "source", "event_code")
@@ -618,70 +616,18 @@ def _is_windows_event(obj: dict[str, Any]) -> bool:
 
 
 class _Emitter:
-    """Buffers rows as LAYOUT tuples per table and writes them as Arrow batches.
+    """Rows as LAYOUT tuples into ``RowSink.emit`` (no dict per row on the hot path)."""
 
-    With a store (the pipeline's case), a full batch becomes one Arrow table in the model's
-    schema (columns this format does not fill are NULL) written through ``store.write`` inside
-    the file's transaction and counted with ``sink.added_externally``: the same outcome as
-    ``RowSink.add``, at a fraction of the per-row cost (profiled: RowSink.add was the largest
-    single cost of Sysmon JSON ingest). Without a store, and for any batch Arrow refuses (a
-    value of the wrong type: a bug), rows go through ``RowSink.add``, which finds and reports
-    the bad ones.
-    """
+    __slots__ = ("sink",)
 
-    def __init__(self, ctx: IngestContext, sink: RowSink) -> None:
+    def __init__(self, sink: RowSink) -> None:
         self.sink = sink
-        self.store = ctx.store
-        self.batch_rows = max(1, sink.batch_rows)
-        self.pending: dict[str, list[tuple[Any, ...]]] = {name: [] for name in LAYOUT}
 
     def emit(self, table_name: str, values: tuple[Any, ...]) -> None:
-        rows = self.pending[table_name]
-        rows.append(values)
-        if len(rows) >= self.batch_rows:
-            self.flush(table_name)
+        self.sink.emit(table_name, LAYOUT[table_name], values)
 
     def flush_all(self) -> None:
-        for name in self.pending:
-            self.flush(name)
-
-    def flush(self, table_name: str) -> None:
-        rows = self.pending[table_name]
-        if not rows:
-            return
-        self.pending[table_name] = []
-        layout = LAYOUT[table_name]
-        if self.store is None:
-            self._via_sink(table_name, layout, rows)
-            return
-        n = len(rows)
-        columns = dict(zip(layout, zip(*rows, strict=True), strict=True))
-        schema = arrow_schema(table_name)
-        sink = self.sink
-        try:
-            arrays = []
-            for f in schema:
-                if f.name == "sensor":
-                    arrays.append(pa.array([sink.sensor] * n, type=f.type))
-                elif f.name == "file_id":
-                    arrays.append(pa.array([sink.file_id] * n, type=f.type))
-                elif f.name in columns:
-                    arrays.append(pa.array(columns[f.name], type=f.type))
-                else:
-                    arrays.append(pa.nulls(n, type=f.type))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            logger.warning("windows: a %s batch has a value of the wrong type; retrying row by "
-                           "row", table_name)
-            self._via_sink(table_name, layout, rows)
-            return
-        self.store.write(table_name, pa.Table.from_arrays(arrays, schema=schema))
-        sink.added_externally(table_name, n)
-
-    def _via_sink(self, table_name: str, layout: tuple[str, ...],
-                  rows: list[tuple[Any, ...]]) -> None:
-        add = self.sink.add
-        for values in rows:
-            add(table_name, dict(zip(layout, values, strict=True)))
+        self.sink.flush()
 
 
 class _Dispatcher:
@@ -692,7 +638,7 @@ class _Dispatcher:
         self.sink = sink
         self.m = _Mapper(sink, str(ctx.path))
         self.parse_time = _TimeParser()
-        self.out = _Emitter(ctx, sink)
+        self.out = _Emitter(sink)
         self._channel_lower: dict[str, str] = {}
         self._eids: dict[str, int] = {}
         self.seen = 0
