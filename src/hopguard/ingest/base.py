@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar, cast
 
+import orjson
 import pyarrow as pa
 
 from hopguard.errors import InputError, SourceLocation, UnknownFormatError
@@ -353,6 +354,28 @@ def iter_lines(ctx: IngestContext, sink: RowSink) -> Iterator[tuple[int, bytes]]
             yield lineno, line
     finally:
         fh.close()
+
+
+def head_lines(head: bytes, limit: int) -> list[bytes]:
+    """The first ``limit`` complete, non-blank lines of a sniffed head, stripped. When the head
+    filled SNIFF_BYTES its last line may be cut, so that one is not returned."""
+    lines = head.splitlines()
+    if len(head) >= SNIFF_BYTES and lines:
+        lines = lines[:-1]
+    return [ln.strip() for ln in lines if ln.strip()][:limit]
+
+
+def parse_json_object(line: bytes, where: SourceLocation, sink: RowSink) -> dict[str, Any] | None:
+    """One JSON-lines record as a dict, or None after reporting why it is not one."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        sink.error(where, f"invalid JSON: {exc}")
+        return None
+    if not isinstance(obj, dict):
+        sink.error(where, "expected a JSON object")
+        return None
+    return obj
 
 
 def detect_format(path: Path, head: bytes) -> type[Format]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from hopguard.errors import SourceLocation
-from hopguard.ingest.base import Format, IngestContext, RowSink, iter_lines, register
+from hopguard.ingest.base import Format, IngestContext, RowSink, head_lines, iter_lines, register
 from hopguard.ingest.values import iso_to_us
 
 logger = logging.getLogger(__name__)
@@ -64,9 +64,7 @@ class EsxiShellFormat(Format):
 
     @classmethod
     def sniff(cls, head: bytes, path: Path) -> bool:
-        lines = [ln for ln in head.splitlines()[:50] if ln.strip()]
-        if len(head) >= 65536 and lines:
-            lines = lines[:-1]
+        lines = head_lines(head, 50)
         if not lines:
             return False
         hits = sum(1 for ln in lines[:20] if _SNIFF.match(ln))

@@ -45,7 +45,15 @@ from typing import Any, ClassVar
 import orjson
 
 from hopguard.errors import SourceLocation
-from hopguard.ingest.base import Format, IngestContext, Row, RowSink, iter_lines, register
+from hopguard.ingest.base import (
+    Format,
+    IngestContext,
+    Row,
+    RowSink,
+    iter_lines,
+    parse_json_object,
+    register,
+)
 from hopguard.ingest.values import iso_to_us
 
 logger = logging.getLogger(__name__)
@@ -377,13 +385,8 @@ class _Reader:
                 continue
             self.sink.record_seen()
             where = SourceLocation(path=self.path, line=lineno)
-            try:
-                obj = orjson.loads(s)
-            except orjson.JSONDecodeError as exc:
-                self.sink.error(where, f"invalid JSON: {exc}")
-                continue
-            if not isinstance(obj, dict):
-                self.sink.error(where, "expected a JSON object")
+            obj = parse_json_object(s, where, self.sink)
+            if obj is None:
                 continue
             if "timestamp" not in obj and set(obj) <= {"count", "finished"}:
                 self.sink.skip("macos log summary")

@@ -44,7 +44,15 @@ from pathlib import Path
 from typing import ClassVar
 
 from hopguard.errors import SourceLocation
-from hopguard.ingest.base import Format, IngestContext, Row, RowSink, iter_lines, register
+from hopguard.ingest.base import (
+    Format,
+    IngestContext,
+    Row,
+    RowSink,
+    head_lines,
+    iter_lines,
+    register,
+)
 from hopguard.ingest.values import iso_to_us
 
 logger = logging.getLogger(__name__)
@@ -89,13 +97,6 @@ def _ctime_to_us(text: str) -> int:
     return round(dt.replace(tzinfo=UTC).timestamp()) * 1_000_000
 
 
-def _data_lines(head: bytes, limit: int) -> list[bytes]:
-    lines = head.splitlines()
-    if len(head) >= 65536 and lines:
-        lines = lines[:-1]  # the last line of a full head may be cut
-    return [ln.strip() for ln in lines if ln.strip()][:limit]
-
-
 # -- nft monitor ----------------------------------------------------------------------------
 
 @register
@@ -106,7 +107,7 @@ class NftMonitorFormat(Format):
 
     @classmethod
     def sniff(cls, head: bytes, path: Path) -> bool:
-        lines = _data_lines(head, 20)
+        lines = head_lines(head, 20)
         if not lines:
             return False
         hits = sum(1 for ln in lines if _NFT_SNIFF.match(ln))
@@ -203,7 +204,7 @@ class IptablesSaveFormat(Format):
 
     @classmethod
     def sniff(cls, head: bytes, path: Path) -> bool:
-        lines = _data_lines(head, 10)
+        lines = head_lines(head, 10)
         for i, ln in enumerate(lines):
             if _IPT_SNIFF_HEADER.match(ln):
                 return True

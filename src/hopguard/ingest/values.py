@@ -17,6 +17,17 @@ def iso_to_us(text: str) -> int:
     s = text.strip()
     if not s:
         raise ValueError("empty timestamp")
+    try:  # Python 3.11 reads 'Z', offsets and long fractions itself: the common case
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        dt = _iso_lenient(s)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _iso_lenient(s: str) -> datetime:
     if s.endswith(("Z", "z")):
         s = s[:-1] + "+00:00"
     # Python 3.11 accepts at most 6 fractional digits: cut nanoseconds (EVTX, auditd, macOS).
@@ -27,11 +38,7 @@ def iso_to_us(text: str) -> int:
             end += 1
         if end - dot - 1 > 6:
             s = s[: dot + 7] + s[end:]
-    dt = datetime.fromisoformat(s)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    delta = dt - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return datetime.fromisoformat(s)
 
 
 def to_int(value: object) -> int | None:

@@ -41,6 +41,7 @@ from hopguard.ingest.base import (
     RetryWithoutFastPath,
     RowSink,
     iter_lines,
+    parse_json_object,
     register,
 )
 from hopguard.ingest.values import iso_to_us
@@ -609,13 +610,8 @@ class _JsonReader:
                 continue
             self.sink.record_seen()
             where = SourceLocation(path=path, line=lineno)
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                self.sink.error(where, f"invalid JSON: {exc}")
-                continue
-            if not isinstance(obj, dict):
-                self.sink.error(where, "expected a JSON object")
+            obj = parse_json_object(line, where, self.sink)
+            if obj is None:
                 continue
             name = obj.get("_path") or self.file_kind or kind_of_keys(obj)
             kind = KINDS.get(name) if isinstance(name, str) else None
