@@ -127,3 +127,38 @@ def test_tables_markdown_is_in_the_docs(capsys: pytest.CaptureFixture[str]) -> N
     from hopguard.model.tables import markdown
     from tests.conftest import ROOT
     assert markdown() in (ROOT / "docs" / "formats.md").read_text()
+
+
+def test_truncated_gzip_from_the_command_line(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import gzip
+    body = "".join((ZEEK / "conn.log").read_text().splitlines(keepends=True)[:8])
+    record = (ZEEK / "conn.log").read_text().splitlines(keepends=True)[8]
+    data = gzip.compress((body + record * 30000).encode())
+    cut = tmp_path / "conn.log.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    db = str(tmp_path / "h.duckdb")
+    code, out, err = run(capsys, "ingest", "--db", db, str(cut))
+    assert code == 2
+    assert f"({cut}@offset " in err and "gzip stream is truncated after line" in err
+    assert "stored, with damage" in out
+    code, out, _ = run(capsys, "sql", "--db", db, "-f", "csv", "SELECT count(*) FROM flow")
+    assert 0 < int(out.splitlines()[1]) < 30000
+
+
+def test_damaged_evtx_from_the_command_line(tmp_path: Path, endpoint_corpus: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    evtx = (endpoint_corpus / "sbousseaden+EVTX-ATTACK-SAMPLES" / "AutomatedTestingTools"
+            / "panache_sysmon_vs_EDRTestingScript.evtx")
+    data = bytearray(evtx.read_bytes())
+    third = 4096 + 2 * 65536
+    for i in range(third + 0x400, third + 0x600):
+        data[i] ^= 0x5A
+    damaged = tmp_path / "damaged.evtx"
+    damaged.write_bytes(bytes(data))
+    db = str(tmp_path / "h.duckdb")
+    code, out, err = run(capsys, "ingest", "--db", db, str(damaged))
+    assert code == 2 and f"({damaged}@offset {third})" in err
+    code, out, _ = run(capsys, "sql", "--db", db, "-f", "csv",
+                       "SELECT count(*) FROM process WHERE command_line LIKE '%portproxy%'")
+    assert int(out.splitlines()[1]) >= 1
