@@ -81,7 +81,7 @@ def expand_inputs(inputs: Sequence[Path]) -> Iterator[tuple[Path, bool]]:
 
 
 def run_ingest(env: Env, inputs: Sequence[Path], *, sensor: str | None, fmt: str | None,
-               show_progress: bool | None = None) -> IngestReport:
+               host: str | None = None, show_progress: bool | None = None) -> IngestReport:
     s = env.settings
     report = IngestReport()
     files = list(expand_inputs(inputs))
@@ -107,7 +107,7 @@ def run_ingest(env: Env, inputs: Sequence[Path], *, sensor: str | None, fmt: str
 
             try:
                 result = ingest_file(
-                    store, path, sensor=sensor or s.ingest.sensor, fmt=fmt,
+                    store, path, sensor=sensor or s.ingest.sensor, fmt=fmt, host=host,
                     batch_rows=s.store.batch_rows, max_shown=s.ingest.max_errors_shown,
                     max_record_bytes=s.ingest.max_record_bytes,
                     fast_zeek_tsv=s.ingest.fast_zeek_tsv,

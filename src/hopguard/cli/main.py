@@ -44,6 +44,9 @@ SensorOpt = Annotated[str | None, typer.Option(
 FormatNameOpt = Annotated[str | None, typer.Option(
     "--input-format", help="Skip detection and read every input as this format "
     "(see 'hopguard formats').", show_default=False)]
+HostOpt = Annotated[str | None, typer.Option(
+    "--host", help="Host name for endpoint rows whose input names none (ESXi shell.log, macOS "
+    "unified log).", show_default=False)]
 ProgressOpt = Annotated[bool | None, typer.Option(
     "--progress/--no-progress", help="Progress bar on a terminal [default: ingest.progress].",
     show_default=False)]
@@ -51,24 +54,28 @@ ProgressOpt = Annotated[bool | None, typer.Option(
 
 @app.command()
 def ingest(inputs: InputsArg, sensor: SensorOpt = None, input_format: FormatNameOpt = None,
-           progress: ProgressOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+           host: HostOpt = None, progress: ProgressOpt = None, config: ConfigOpt = None,
+           set_: SetOpt = None,
            db: DbOpt = None, debug: DebugOpt = False) -> None:
     """Add telemetry to the store (each file atomically, once by content)."""
     env = make_env(config, set_, db, debug)
     _check_format(input_format)
-    report = run_ingest(env, inputs, sensor=sensor, fmt=input_format, show_progress=progress)
+    report = run_ingest(env, inputs, sensor=sensor, fmt=input_format, host=host,
+                        show_progress=progress)
     print_summary(report)
     raise typer.Exit(report.exit_code)
 
 
 @app.command()
 def hunt(inputs: InputsArg, sensor: SensorOpt = None, input_format: FormatNameOpt = None,
-         progress: ProgressOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+         host: HostOpt = None, progress: ProgressOpt = None, config: ConfigOpt = None,
+         set_: SetOpt = None,
          db: DbOpt = None, debug: DebugOpt = False) -> None:
     """Ingest, analyze and report in one go (the main job)."""
     env = make_env(config, set_, db, debug)
     _check_format(input_format)
-    report = run_ingest(env, inputs, sensor=sensor, fmt=input_format, show_progress=progress)
+    report = run_ingest(env, inputs, sensor=sensor, fmt=input_format, host=host,
+                        show_progress=progress)
     print_summary(report)
     with env.open_store(read_only=False) as store:
         counts = store.counts()

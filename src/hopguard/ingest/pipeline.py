@@ -51,6 +51,7 @@ def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> st
 
 
 def ingest_file(store: Store, path: Path, *, sensor: str, fmt: str | None = None,
+                host: str | None = None,
                 batch_rows: int = 50_000, max_shown: int = 5, max_record_bytes: int = 4 << 20,
                 fast_zeek_tsv: bool = True,
                 progress: Callable[[int], None] | None = None,
@@ -80,7 +81,8 @@ def ingest_file(store: Store, path: Path, *, sensor: str, fmt: str | None = None
     for attempt in (1, 2):
         try:
             return _ingest_once(store, ctx, cls, digest=digest, size=size, sensor=sensor,
-                                batch_rows=batch_rows, max_shown=max_shown, on_rows=on_rows)
+                                host=host, batch_rows=batch_rows, max_shown=max_shown,
+                                on_rows=on_rows)
         except RetryWithoutFastPath:
             if attempt == 2:
                 raise
@@ -89,7 +91,7 @@ def ingest_file(store: Store, path: Path, *, sensor: str, fmt: str | None = None
 
 
 def _ingest_once(store: Store, ctx: IngestContext, cls: type[Format], *, digest: str, size: int,
-                 sensor: str, batch_rows: int, max_shown: int,
+                 sensor: str, host: str | None, batch_rows: int, max_shown: int,
                  on_rows: Callable[[int], None] | None) -> FileResult:
     path = ctx.path
     try:
@@ -100,6 +102,8 @@ def _ingest_once(store: Store, ctx: IngestContext, cls: type[Format], *, digest:
             cls().read(ctx, sink)
             sink.flush()
             stats = sink.stats
+            if host is not None:
+                store.fill_host(file_id, host, [t for t in stats.added if stats.added[t]])
             store.finish_file(file_id, rows=stats.rows, errors=stats.errors,
                               skipped=sum(stats.skipped.values()))
             if stats.rows == 0:

@@ -222,6 +222,13 @@ class Store:
         finally:
             self.con.unregister("_hg_batch")
 
+    def fill_host(self, file_id: int, host: str, tables: list[str]) -> None:
+        """Name the host of one file's endpoint rows where the input did not."""
+        for name in tables:
+            if "host" in TABLES[name].names:
+                self.con.execute(f'UPDATE "{name}" SET host = ? WHERE file_id = ? AND host IS NULL',
+                                 [host, file_id])
+
     def delete_file_rows(self, file_id: int, tables: list[str]) -> None:
         for name in tables:
             self.con.execute(f'DELETE FROM "{name}" WHERE file_id = ?', [file_id])

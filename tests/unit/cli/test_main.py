@@ -162,3 +162,15 @@ def test_damaged_evtx_from_the_command_line(tmp_path: Path, endpoint_corpus: Pat
     code, out, _ = run(capsys, "sql", "--db", db, "-f", "csv",
                        "SELECT count(*) FROM process WHERE command_line LIKE '%portproxy%'")
     assert int(out.splitlines()[1]) >= 1
+
+
+def test_host_option_names_endpoint_rows(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import ROOT
+    db = str(tmp_path / "h.duckdb")
+    code, _, _ = run(capsys, "ingest", "--db", db, "--host", "esx-02",
+                     str(ROOT / "examples" / "esx-02-shell.log"))
+    assert code == 0
+    code, out, _ = run(capsys, "sql", "--db", db, "-f", "csv",
+                       "SELECT DISTINCT host, platform FROM process")
+    assert out.splitlines()[1:] == ["esx-02,esxi"]
