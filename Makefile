@@ -7,10 +7,13 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-APT_PACKAGES :=
+# System tools: the network lab (tests/lab, 'hopguard lab run') drives these real programs.
+APT_PACKAGES := iproute2 procps nftables tcpdump auditd socat ncat curl dnsutils dnsmasq-base \
+	tinyproxy openssh-server openssh-client openssl microsocks dante-server proxychains4 \
+	stunnel4 sshuttle
 DEMO_DB ?= out/demo.duckdb
 
-.PHONY: demo test lint typecheck bench system-deps clean
+.PHONY: demo test lint typecheck bench system-deps lab-data clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Debian: apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -22,7 +25,8 @@ $(STAMP): pyproject.toml
 system-deps:
 	@if [ -n "$(APT_PACKAGES)" ] && [ "$$(id -u)" = 0 ]; then \
 	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi; \
 	fi
 
 demo: $(STAMP) system-deps

@@ -24,6 +24,7 @@ from hopguard.cli.common import (
     print_arrow,
 )
 from hopguard.cli.ingest import print_summary, run_ingest
+from hopguard.cli.lab import lab_app
 from hopguard.config import iter_options
 from hopguard.errors import EXIT_RUNTIME, EXIT_USAGE, HopguardError
 from hopguard.model import TABLES
@@ -34,6 +35,7 @@ app = typer.Typer(
     help="Find and stop command-and-control traffic hiding behind proxies (ATT&CK T1090).")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
 app.add_typer(config_app, name="config")
+app.add_typer(lab_app, name="lab")
 
 InputsArg = Annotated[list[Path], typer.Argument(
     help="Files or directories (recursively) of telemetry; .gz is read transparently.",

@@ -72,7 +72,8 @@ _NFT_CHANGE = re.compile(rf"^(?P<verb>{'|'.join(_VERBS)})\s+(?P<kind>{'|'.join(_
 _NFT_GENERATION = re.compile(
     r"^#\s*new generation (?P<gen>\d+)(?: by process (?P<pid>\d{1,10}) \((?P<name>[^)]*)\))?\s*$")
 _NFT_SNIFF = re.compile(
-    rb"^(?:\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S*\s+)?(?:(?:" + "|".join(_VERBS).encode()
+    rb"^(?:\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S*\s+)?(?:host=\S+\s+)?(?:(?:"
+    + "|".join(_VERBS).encode()
     + rb")\s+(?:" + "|".join(_KINDS).encode() + rb")\b|#\s*new generation \d+)")
 
 _IPT_HEADER = re.compile(
@@ -119,7 +120,9 @@ class NftMonitorFormat(Format):
     def read(self, ctx: IngestContext, sink: RowSink) -> None:
         path = str(ctx.path)
         mtime = _mtime_us(ctx.path)
-        pending: list[Row] = []
+        # Changes wait for their generation line; streams of several hosts (the lab writes
+        # "host=NAME" after the time) interleave, so each host has its own waiting list.
+        waiting: dict[str | None, list[Row]] = {}
         for lineno, raw in iter_lines(ctx, sink):
             text = raw.decode("utf-8", "replace").strip()
             if not text:
@@ -135,6 +138,11 @@ class NftMonitorFormat(Format):
                     sink.error(where, f"bad timestamp {pm.group('ts')!r}: {exc}")
                     continue
                 text = pm.group("rest").strip()
+            host: str | None = None
+            if text.startswith("host="):
+                host, _, text = text[5:].partition(" ")
+                text = text.strip()
+            pending = waiting.setdefault(host, [])
             gm = _NFT_GENERATION.match(text)
             if gm is not None:
                 pid = int(gm.group("pid")) if gm.group("pid") else None
@@ -158,7 +166,8 @@ class NftMonitorFormat(Format):
                 sink.error(where, f"{cm.group('verb')} {cm.group('kind')} without a table name")
                 continue
             kind, obj, detail = parsed
-            pending.append({"ts": ts, "record": lineno, "platform": PLATFORM, "source": "nft",
+            pending.append({"ts": ts, "record": lineno, "host": host, "platform": PLATFORM,
+                            "source": "nft",
                             "action": cm.group("verb"), "object": obj, "detail": detail,
                             "event_code": kind})
             if len(pending) >= MAX_PENDING_CHANGES:
@@ -167,8 +176,9 @@ class NftMonitorFormat(Format):
                 for row in pending:
                     sink.add("config_change", row)
                 pending.clear()
-        for row in pending:
-            sink.add("config_change", row)
+        for pending in waiting.values():
+            for row in pending:
+                sink.add("config_change", row)
 
 
 def _nft_object(kind: str, rest: str) -> tuple[str, str, str | None] | None:

@@ -140,3 +140,19 @@ def test_nft_gzip(tmp_path: Path, ingest, store: Store) -> None:  # type: ignore
     p.write_bytes(gzip.compress((EXAMPLES / "app-07-nft-monitor.log").read_bytes()))
     res = ingest(p)
     assert res.format == "nft-monitor" and res.stats.added == {"config_change": 8}
+
+
+def test_nft_monitor_streams_of_several_hosts(tmp_path: Path, store: Store, ingest) -> None:  # type: ignore[no-untyped-def]
+    log = tmp_path / "nft-monitor.log"
+    log.write_text(
+        "2026-11-20T09:40:00.000001+00:00 host=app-07 add table ip lab\n"
+        "2026-11-20T09:40:00.000002+00:00 host=router add rule ip nat post oifname eth1 masquerade\n"
+        "2026-11-20T09:40:00.000003+00:00 host=app-07 # new generation 4 by process 77 (nft)\n"
+        "2026-11-20T09:40:00.000004+00:00 host=router # new generation 9 by process 88 (nft)\n")
+    result = ingest(log)
+    assert result.failure is None and result.stats.errors == 0
+    got = store.query("SELECT host, pid, action, object FROM config_change ORDER BY host"
+                      ).to_pylist()
+    assert got == [
+        {"host": "app-07", "pid": 77, "action": "add", "object": "ip lab"},
+        {"host": "router", "pid": 88, "action": "add", "object": "ip nat post"}]

@@ -1,0 +1,54 @@
+"""Lab tests: real tools in network namespaces. They need root; CI runs as root."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hopguard.lab.net import AUID_BASE, lab_namespaces
+
+
+@pytest.fixture(autouse=True)
+def _root() -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("lab tests must run as root in CI")
+        pytest.skip("lab tests need root")
+
+
+def lab_processes() -> list[int]:
+    """Processes whose audit login id marks them as started by a lab."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            auid = int((entry / "loginuid").read_text())
+        except (OSError, ValueError):
+            continue
+        if AUID_BASE <= auid < AUID_BASE + 1000:
+            found.append(int(entry.name))
+    return found
+
+
+def lab_audit_rules() -> list[str]:
+    out = subprocess.run(["auditctl", "-l"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "hopguard-lab" in line]
+
+
+def leftovers() -> dict[str, list[object]]:
+    return {"namespaces": list(lab_namespaces()), "processes": list(lab_processes()),
+            "audit rules": list(lab_audit_rules())}
+
+
+def syns(pcap: Path) -> list[tuple[str, int, str, int]]:
+    """(src, sport, dst, dport) of every TCP SYN in a capture, as tcpdump reads it."""
+    out = subprocess.run(["tcpdump", "-nr", str(pcap), "tcp[tcpflags] & tcp-syn != 0 and "
+                          "tcp[tcpflags] & tcp-ack == 0"], capture_output=True,
+                         text=True).stdout
+    pat = re.compile(r" IP (\d+\.\d+\.\d+\.\d+)\.(\d+) > (\d+\.\d+\.\d+\.\d+)\.(\d+):")
+    return [(m[1], int(m[2]), m[3], int(m[4])) for m in pat.finditer(out)]
