@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def check_run(out: Path) -> dict[str, Any]:
     lan = {h["ip"] for h in truth["hosts"].values() if h["side"] == "lan"}
     for chain in truth["chains"]:
         assert len(chain) >= 3, chain
-        for a, b in zip(chain, chain[1:], strict=False):
+        for a, b in itertools.pairwise(chain):
             if a in lan:  # the LAN span sees every hop that starts on the LAN
                 assert any(s == a and d == b for s, d, _ in pairs), f"hop {a} -> {b} of {chain}"
     for p in truth["proxies"]:

@@ -100,8 +100,8 @@ class Store:
         except duckdb.IOException as exc:
             msg = str(exc).split("\n")[0]
             if "lock" in msg.lower():
-                raise StoreError(f"the store {path} is in use by another process (another hopguard run?)") \
-                    from None
+                raise StoreError(f"the store {path} is in use by another process (another "
+                                 "hopguard run?)") from None
             raise StoreError(f"cannot open the store {path}: {msg}") from None
         except duckdb.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from None

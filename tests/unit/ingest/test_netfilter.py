@@ -146,7 +146,8 @@ def test_nft_monitor_streams_of_several_hosts(tmp_path: Path, store: Store, inge
     log = tmp_path / "nft-monitor.log"
     log.write_text(
         "2026-11-20T09:40:00.000001+00:00 host=app-07 add table ip lab\n"
-        "2026-11-20T09:40:00.000002+00:00 host=router add rule ip nat post oifname eth1 masquerade\n"
+        "2026-11-20T09:40:00.000002+00:00 host=router add rule ip nat post oifname eth1 "
+        "masquerade\n"
         "2026-11-20T09:40:00.000003+00:00 host=app-07 # new generation 4 by process 77 (nft)\n"
         "2026-11-20T09:40:00.000004+00:00 host=router # new generation 9 by process 88 (nft)\n")
     result = ingest(log)
