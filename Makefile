@@ -48,6 +48,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+lab-data: $(STAMP) system-deps
+	@[ "$$(id -u)" = 0 ] || { echo "make lab-data needs root (network namespaces, audit)"; exit 1; }
+	$(BIN)/python -m hopguard.lab.examples --dest examples/lab
+
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 

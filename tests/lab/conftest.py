@@ -41,8 +41,15 @@ def lab_audit_rules() -> list[str]:
 
 
 def leftovers() -> dict[str, list[object]]:
-    return {"namespaces": list(lab_namespaces()), "processes": list(lab_processes()),
-            "audit rules": list(lab_audit_rules())}
+    """What lab runs left on the machine, looked at while no lab run is active (the lab's
+    lock), so a run in another process cannot show up half-built."""
+    from hopguard.lab.run import lab_lock
+    lock = lab_lock()
+    try:
+        return {"namespaces": list(lab_namespaces()), "processes": list(lab_processes()),
+                "audit rules": list(lab_audit_rules())}
+    finally:
+        lock.close()
 
 
 def syns(pcap: Path) -> list[tuple[str, int, str, int]]:

@@ -22,6 +22,7 @@ import logging
 import os
 import pwd
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -39,6 +40,7 @@ ROUTER_LAN = "10.10.0.1"
 ROUTER_INET = "203.0.113.1"
 AUID_BASE = 70000
 PREFIX = "hg"
+LAB_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(slots=True)
@@ -185,13 +187,20 @@ class Lab:
                 os.setgid(pw.pw_gid)
                 os.setuid(pw.pw_uid)
 
-        base_env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "HOME": pw.pw_dir, "USER": pw.pw_name, "LANG": "C.UTF-8"}
-        popen = subprocess.Popen(list(argv), preexec_fn=child, stdin=stdin, stdout=out,
+        base_env = {"PATH": LAB_PATH, "HOME": pw.pw_dir, "USER": pw.pw_name, "LANG": "C.UTF-8"}
+        argv = list(argv)
+        if "/" not in argv[0]:
+            # resolve here: the child's PATH search would leave a failed execve per directory
+            # in the audit log before the real one
+            exe = shutil.which(argv[0], path=LAB_PATH)
+            if exe is None:
+                raise LabError(f"{argv[0]} is not installed (PATH {LAB_PATH})")
+            argv[0] = exe
+        popen = subprocess.Popen(argv, preexec_fn=child, stdin=stdin, stdout=out,
                                  stderr=subprocess.STDOUT, env={**base_env, **(env or {})},
                                  cwd=cwd or "/", close_fds=True)
         out.close()
-        proc = Proc(host=h, argv=list(argv), user=user, popen=popen, started=time.time(),
+        proc = Proc(host=h, argv=argv, user=user, popen=popen, started=time.time(),
                     log=log)
         self.procs.append(proc)
         logger.info("%s: started %s (pid %d)", h.name, " ".join(argv), popen.pid)

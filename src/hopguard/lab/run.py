@@ -33,7 +33,7 @@ def run_scenario(name: str, out: Path, *, seed: int = 1, duration: float = 12.0,
     check_tools()
     scenario = SCENARIOS[name]()
     out.mkdir(parents=True, exist_ok=True)
-    lock = _one_lab_at_a_time()
+    lock = lab_lock()
     work = Path(tempfile.mkdtemp(prefix="hopguard-lab-"))
     truth = Truth(scenario=name, run_id="", seed=seed)
     previous = _trap_signals()
@@ -75,7 +75,7 @@ def run_scenario(name: str, out: Path, *, seed: int = 1, duration: float = 12.0,
 LOCK = Path("/run/hopguard-lab.lock")
 
 
-def _one_lab_at_a_time(timeout: float = 600) -> IO[str]:
+def lab_lock(timeout: float = 600) -> IO[str]:
     """The kernel's audit subsystem is one per machine: lab runs take turns."""
     fh = LOCK.open("w")
     deadline = time.monotonic() + timeout

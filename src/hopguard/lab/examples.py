@@ -1,0 +1,53 @@
+"""``make lab-data``: regenerate the curated lab outputs shipped in examples/lab/.
+
+Each chosen scenario runs briefly with a fixed seed; its audit.log, nft-monitor.log and
+truth.json are kept as they are and its capture is kept gzipped (hopguard reads .gz
+transparently). Needs root, like every lab run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import shutil
+import tempfile
+from pathlib import Path
+
+from hopguard.lab.run import run_scenario
+from hopguard.lab.scenarios import SCENARIOS
+
+CURATED = ("socat-relay", "nft-dnat", "ssh-dynamic-socks", "socks-servers", "connect-abuse",
+           "three-hop-chain", "domain-fronting")
+
+
+def regenerate(dest: Path, names: tuple[str, ...] = CURATED, duration: float = 6.0) -> list[str]:
+    done = []
+    for name in names:
+        if name not in SCENARIOS:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            run_scenario(name, out, seed=2026, duration=duration)
+            target = dest / name
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            for f in ("audit.log", "nft-monitor.log", "truth.json"):
+                shutil.copy(out / f, target / f)
+            with (out / "capture.pcap").open("rb") as src, \
+                    gzip.open(target / "capture.pcap.gz", "wb", compresslevel=9) as dst:
+                shutil.copyfileobj(src, dst)
+        done.append(name)
+    return done
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--dest", type=Path, default=Path("examples/lab"))
+    ap.add_argument("--duration", type=float, default=6.0)
+    args = ap.parse_args()
+    for name in regenerate(args.dest, duration=args.duration):
+        print(f"{args.dest / name}: regenerated")
+
+
+if __name__ == "__main__":
+    main()
