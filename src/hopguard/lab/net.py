@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import itertools
 import logging
 import os
 import pwd
@@ -85,6 +86,7 @@ class Lab:
     procs: list[Proc] = field(default_factory=list)
     etc: dict[str, str] = field(default_factory=dict)  # lab files bound over /etc in children
     _namespaces: list[str] = field(default_factory=list)
+    _seq: itertools.count[int] = field(default_factory=itertools.count)
 
     # -- building -----------------------------------------------------------------------
 
@@ -168,7 +170,8 @@ class Lab:
         """Start ``argv`` on a host as ``user``; returns at once (the tool runs on)."""
         h = host if isinstance(host, Host) else self.hosts[host]
         pw = pwd.getpwnam(user)
-        log = self.workdir / "logs" / f"{h.name}-{name or Path(argv[0]).name}-{len(self.procs)}.log"
+        seq = next(self._seq)  # unique under the background threads' concurrent spawns
+        log = self.workdir / "logs" / f"{h.name}-{name or Path(argv[0]).name}-{seq}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         out = log.open("wb")
         netns = h.netns_path
