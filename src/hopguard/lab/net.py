@@ -264,12 +264,19 @@ class Lab:
         self._namespaces.clear()
 
 
-def kill_namespace(ns: str) -> None:
-    """Kill every process in a namespace, then delete it."""
+def kill_namespace(ns: str, wait: float = 5.0) -> None:
+    """Kill every process in a namespace, wait until they are gone, then delete it."""
     out = run(["ip", "netns", "pids", ns], check=False).stdout
-    for pid in out.split():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid), signal.SIGKILL)
+    pids = [int(p) for p in out.split() if p.isdigit()]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    # Orphans are reaped by pid 1 a little later; until then they still show in /proc.
+    deadline = time.monotonic() + wait
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if Path(f"/proc/{p}").exists()]
+        if pids:
+            time.sleep(0.05)
     run(["ip", "netns", "del", ns], check=False)
 
 

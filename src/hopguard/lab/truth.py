@@ -30,6 +30,9 @@ class Relay:
     user: str
     start: str
     end: str
+    # "in": the client connected to relay:in_port. "out": the relay connected to client:in_port
+    # and the traffic comes back down that connection (ssh -R, reverse tunnels).
+    in_dir: str = "in"
 
 
 @dataclass(slots=True, kw_only=True)
