@@ -49,6 +49,20 @@ class Proxy:
 
 
 @dataclass(slots=True, kw_only=True)
+class Fronting:
+    """A client reaching ``hidden_host`` through an edge that it names ``front_sni`` in TLS."""
+
+    client: str
+    edge: str
+    front_sni: str
+    hidden_host: str
+    origin: str
+    requests: int
+    start: str
+    end: str
+
+
+@dataclass(slots=True, kw_only=True)
 class ToolRun:
     host: str
     ip: str
@@ -72,6 +86,7 @@ class Truth:
     chains: list[list[str]] = field(default_factory=list)
     proxies: list[Proxy] = field(default_factory=list)
     tools: list[ToolRun] = field(default_factory=list)
+    fronting: list[Fronting] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def write(self, path: Path) -> None:
