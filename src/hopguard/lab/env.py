@@ -44,6 +44,7 @@ class Env:
     rnd: random.Random
     duration: float
     python: str
+    bulk_bytes: int = 2_000_000  # the largest background download (example data uses less)
     ssh_key: Path = field(init=False)
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
@@ -64,6 +65,13 @@ class Env:
         hosts.write_text("127.0.0.1 localhost\n" + "".join(
             f"{ip} {name}\n" for name, ip in {**LAN_HOSTS, **INET_HOSTS, **NAMES}.items()))
         self.lab.etc.update({"/etc/resolv.conf": str(resolv), "/etc/hosts": str(hosts)})
+        # Plain shell start-up files for root: the machine's own (version managers and the
+        # like) would otherwise run in every lab SSH session and flood audit.log.
+        for rc in (".bashrc", ".profile", ".bash_profile", ".bash_login"):
+            if Path("/root", rc).is_file():
+                plain = self.work / f"root{rc}"
+                plain.write_text("# lab: a plain start-up file\n")
+                self.lab.etc[f"/root/{rc}"] = str(plain)
         for name, ip in {**LAN_HOSTS, **INET_HOSTS}.items():
             self.lab.add_host(name, ip)
             self.truth.hosts[name] = {"ip": ip, "side": self.lab.hosts[name].side}
@@ -155,7 +163,7 @@ class Env:
                   "--resolve", f"{name}:443:{NAMES[name]}")
 
     def _direct_https(self, rnd: random.Random) -> None:
-        size = rnd.choice([1000, 5000, 2_000_000])
+        size = rnd.choice([1000, 5000, self.bulk_bytes])
         self.curl("ws-051", f"https://updates.example.net/bytes/{size}", "--cacert",
                   str(self.work / "web.crt"), "--resolve", "updates.example.net:443:203.0.113.10")
 

@@ -16,8 +16,7 @@ from pathlib import Path
 from hopguard.lab.run import run_scenario
 from hopguard.lab.scenarios import SCENARIOS
 
-CURATED = ("socat-relay", "nft-dnat", "ssh-dynamic-socks", "socks-servers", "connect-abuse",
-           "three-hop-chain", "domain-fronting")
+CURATED = ("socat-relay", "nft-dnat", "socks-servers", "three-hop-chain", "domain-fronting")
 
 
 def regenerate(dest: Path, names: tuple[str, ...] = CURATED, duration: float = 6.0) -> list[str]:
@@ -27,7 +26,7 @@ def regenerate(dest: Path, names: tuple[str, ...] = CURATED, duration: float = 6
             continue
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
-            run_scenario(name, out, seed=2026, duration=duration)
+            run_scenario(name, out, seed=2026, duration=duration, bulk_bytes=100_000)
             target = dest / name
             shutil.rmtree(target, ignore_errors=True)
             target.mkdir(parents=True)

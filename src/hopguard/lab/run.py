@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 def run_scenario(name: str, out: Path, *, seed: int = 1, duration: float = 12.0,
-                 keep_logs: bool = False) -> Truth:
+                 keep_logs: bool = False, bulk_bytes: int = 2_000_000) -> Truth:
     """Build the office, run the scenario with background traffic, record, tear down."""
     if name not in SCENARIOS:
         raise ConfigError(f"unknown scenario {name!r}; scenarios: {', '.join(SCENARIOS)}")
@@ -41,7 +41,7 @@ def run_scenario(name: str, out: Path, *, seed: int = 1, duration: float = 12.0,
         with Lab(workdir=work) as lab:
             truth.run_id = lab.run_id
             env = Env(lab=lab, out=out, truth=truth, rnd=random.Random(seed), duration=duration,
-                      python=sys.executable)
+                      python=sys.executable, bulk_bytes=bulk_bytes)
             env.build()
             capture, audit, nft = recorders(env)
             capture.start()

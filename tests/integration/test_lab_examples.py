@@ -1,0 +1,35 @@
+"""The lab outputs shipped in examples/lab (made by `make lab-data`) still agree with their own
+truth.json: relay legs in the capture, tools' execve in audit.log. Needs tcpdump, not root."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.lab.check import FILES, check_run
+
+pytestmark = pytest.mark.integration
+EXAMPLES = sorted((ROOT / "examples" / "lab").glob("*/truth.json"))
+
+
+def test_examples_exist() -> None:
+    assert len(EXAMPLES) >= 5
+
+
+@pytest.mark.parametrize("truth", EXAMPLES, ids=lambda p: p.parent.name)
+def test_example_matches_its_truth(truth: Path, tmp_path: Path) -> None:
+    if shutil.which("tcpdump") is None:
+        pytest.fail("tcpdump is needed ('make test' as root installs it)")
+    src = truth.parent
+    for name in FILES:
+        if name != "capture.pcap":
+            shutil.copy(src / name, tmp_path / name)
+    with gzip.open(src / "capture.pcap.gz", "rb") as fh, (tmp_path / "capture.pcap").open(
+            "wb") as out:
+        shutil.copyfileobj(fh, out)
+    got = check_run(tmp_path)
+    assert got["scenario"] == src.name and got["tools"]
