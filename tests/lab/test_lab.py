@@ -57,3 +57,15 @@ def test_scenario_truth_matches_its_recordings(name: str, tmp_path: Path) -> Non
     truth = check_run(tmp_path)
     assert truth["tools"], "a scenario must record the tools it ran"
     assert leftovers() == before
+
+
+def test_capture_of_one_host_on_request(tmp_path: Path) -> None:
+    proc = hopguard("lab", "run", "socat-relay", "--out", str(tmp_path), "--duration", "5",
+                    "--capture-host", "app-07")
+    assert proc.returncode == 0, proc.stderr
+    from tests.lab.conftest import syns
+    own = syns(tmp_path / "capture-app-07.pcap")
+    assert own and all("10.10.2.7" in (s, d) for s, _, d, _ in own)
+    bad = hopguard("lab", "run", "socat-relay", "--out", str(tmp_path / "x"),
+                   "--capture-host", "nosuch")
+    assert bad.returncode == 1 and "no host nosuch" in bad.stderr

@@ -35,6 +35,9 @@ def lab_run(scenario: Annotated[str, typer.Argument(help="Scenario name ('hopgua
             seed: Annotated[int, typer.Option("--seed", help="Seed for traffic timing.")] = 1,
             duration: Annotated[float, typer.Option(
                 "--duration", min=3, max=3600, help="Seconds of scenario traffic.")] = 12.0,
+            capture_host: Annotated[list[str] | None, typer.Option(
+                "--capture-host", help="Also capture this host's own interface to "
+                "OUT/capture-HOST.pcap (repeatable).")] = None,
             keep_logs: Annotated[bool, typer.Option(
                 "--keep-logs", help="Copy the tools' own logs to OUT/logs.")] = False,
             debug: DebugOpt = False) -> None:
@@ -42,7 +45,8 @@ def lab_run(scenario: Annotated[str, typer.Argument(help="Scenario name ('hopgua
     from hopguard.lab.run import run_scenario
     make_env(None, None, None, debug)
     err.print(f"lab: running {scenario} for about {duration:g} s …", highlight=False)
-    truth = run_scenario(scenario, output, seed=seed, duration=duration, keep_logs=keep_logs)
+    truth = run_scenario(scenario, output, seed=seed, duration=duration, keep_logs=keep_logs,
+                         capture_hosts=tuple(capture_host or ()))
     for name in ("capture.pcap", "audit.log", "nft-monitor.log", "truth.json"):
         path = output / name
         out.print(f"{path}: {path.stat().st_size:,} bytes", highlight=False)

@@ -29,15 +29,23 @@ logger = logging.getLogger(__name__)
 
 
 class Capture:
-    def __init__(self, lab: Lab, path: Path, bridge: str = "lan") -> None:
+    """tcpdump on one interface of one namespace: by default the switch's LAN bridge (the span
+    port); ``host=`` captures that host's own interface instead."""
+
+    def __init__(self, lab: Lab, path: Path, bridge: str = "lan", host: str | None = None) -> None:
         require_tools("tcpdump")
-        self.lab, self.path, self.bridge = lab, path, bridge
+        self.lab, self.path = lab, path
+        self.ns = lab.hosts[host].ns if host else lab.ns("sw")
+        self.bridge = "eth0" if host else bridge
+        self.label = host or bridge
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        err = (self.lab.workdir / "logs" / f"tcpdump-{self.bridge}.log").open("wb")
+        logs = self.lab.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        err = (logs / f"tcpdump-{self.label}.log").open("wb")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.lab.ns("sw"), "tcpdump", "-i", self.bridge, "-n", "-U",
+            ["ip", "netns", "exec", self.ns, "tcpdump", "-i", self.bridge, "-n", "-U",
              "-s", "0", "-w", str(self.path)], stdout=err, stderr=subprocess.STDOUT)
         err.close()
         deadline = time.monotonic() + 10
@@ -48,7 +56,7 @@ class Capture:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
-        raise LabError(f"tcpdump did not start on {self.bridge}")
+        raise LabError(f"tcpdump did not start on {self.label}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

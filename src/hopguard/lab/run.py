@@ -17,6 +17,7 @@ from typing import IO
 from hopguard.errors import ConfigError
 from hopguard.lab.env import Env, check_tools, copy_logs, recorders
 from hopguard.lab.net import Lab
+from hopguard.lab.record import Capture
 from hopguard.lab.scenarios import SCENARIOS
 from hopguard.lab.sys import LabError, require_root
 from hopguard.lab.truth import Truth, iso
@@ -25,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 
 def run_scenario(name: str, out: Path, *, seed: int = 1, duration: float = 12.0,
-                 keep_logs: bool = False, bulk_bytes: int = 2_000_000) -> Truth:
+                 keep_logs: bool = False, bulk_bytes: int = 2_000_000,
+                 capture_hosts: tuple[str, ...] = ()) -> Truth:
     """Build the office, run the scenario with background traffic, record, tear down."""
     if name not in SCENARIOS:
         raise ConfigError(f"unknown scenario {name!r}; scenarios: {', '.join(SCENARIOS)}")
@@ -44,9 +46,17 @@ def run_scenario(name: str, out: Path, *, seed: int = 1, duration: float = 12.0,
                       python=sys.executable, bulk_bytes=bulk_bytes)
             env.build()
             capture, audit, nft = recorders(env)
-            capture.start()
-            audit.start()
-            try:
+            unknown = [h for h in capture_hosts if h not in lab.hosts]
+            if unknown:
+                raise ConfigError(f"no host {', '.join(unknown)} in the office; hosts: "
+                                  f"{', '.join(lab.hosts)}")
+            host_captures = [Capture(lab, out / f"capture-{h}.pcap", host=h)
+                             for h in capture_hosts]
+            try:  # whatever started is stopped in the finally, also when a later start fails
+                capture.start()
+                for c in host_captures:
+                    c.start()
+                audit.start()
                 for host in ("router", *scenario.watch_nft):
                     nft.watch(host)
                 truth.started = iso(time.time())
@@ -61,6 +71,8 @@ def run_scenario(name: str, out: Path, *, seed: int = 1, duration: float = 12.0,
                 env.stop_event.set()
                 nft.stop()
                 capture.stop()
+                for c in host_captures:
+                    c.stop()
                 audit.stop()
                 if keep_logs:
                     copy_logs(env)
