@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+import json
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from hopguard.lab.truth import ToolRun, iso
 
 if TYPE_CHECKING:
     from hopguard.lab.env import Env
+    from hopguard.lab.net import Proc
 
 
 class Scenario:
@@ -28,3 +33,21 @@ SCENARIOS: dict[str, type[Scenario]] = {}
 def register(cls: type[Scenario]) -> type[Scenario]:
     SCENARIOS[cls.name] = cls
     return cls
+
+
+# -- what every scenario records ---------------------------------------------------------
+
+def tool_run(proc: Proc) -> ToolRun:
+    """What a process really ran, from its Proc: host, argv (as exec'd), user, pid and times."""
+    return ToolRun(host=proc.host.name, ip=proc.host.ip, argv=list(proc.argv), user=proc.user,
+                   pid=proc.pid, start=iso(proc.started), end=iso(proc.ended or time.time()))
+
+
+def note(env: Env, kind: str, **fields: Any) -> None:
+    """A fact truth.json has no field for, as a JSON object with a ``kind``."""
+    env.truth.notes.append(json.dumps({"kind": kind, **fields}, sort_keys=True))
+
+
+def not_benign(env: Env, *hosts: str) -> None:
+    """Hosts a scenario uses for its own purposes are no longer benign."""
+    env.truth.benign_hosts = [h for h in env.truth.benign_hosts if h not in hosts]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import os
 import re
@@ -28,13 +27,13 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from hopguard.lab.env import NAMES, Env
 from hopguard.lab.net import Proc
-from hopguard.lab.scenarios.base import Scenario, register
+from hopguard.lab.scenarios.base import Scenario, not_benign, note, register, tool_run
 from hopguard.lab.sys import run
-from hopguard.lab.truth import Fronting, Proxy, Relay, ToolRun, iso
+from hopguard.lab.truth import Fronting, Proxy, Relay, iso
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +50,7 @@ def end_of(proc: Proc) -> str:
 
 def tool(env: Env, proc: Proc) -> None:
     """Record a process this scenario started (its real pid, user and times)."""
-    env.truth.tools.append(ToolRun(
-        host=proc.host.name, ip=proc.host.ip, argv=list(proc.argv), user=proc.user,
-        pid=proc.pid, start=iso(proc.started), end=end_of(proc)))
+    env.truth.tools.append(tool_run(proc))
 
 
 def relay(env: Env, server: Proc, *, client: str, in_port: int, upstream: str, up_port: int,
@@ -70,14 +67,6 @@ def proxy(env: Env, server: Proc, *, port: int, protocol: str, tool_name: str) -
         proxy=server.host.ip, host=server.host.name, port=port, protocol=protocol,
         tool=tool_name, sanctioned=False, pid=server.pid, start=iso(server.started),
         end=end_of(server)))
-
-
-def note(env: Env, kind: str, **fields: Any) -> None:
-    env.truth.notes.append(json.dumps({"kind": kind, **fields}, sort_keys=True))
-
-
-def not_benign(env: Env, *hosts: str) -> None:
-    env.truth.benign_hosts = [h for h in env.truth.benign_hosts if h not in hosts]
 
 
 def add_inet_host(env: Env, name: str, ip: str) -> None:

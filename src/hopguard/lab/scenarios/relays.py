@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from hopguard.lab.env import Env
 from hopguard.lab.net import Proc
-from hopguard.lab.scenarios.base import Scenario, register
+from hopguard.lab.scenarios.base import Scenario, register, tool_run
 from hopguard.lab.sys import require_tools, run
 from hopguard.lab.truth import Relay, ToolRun, iso
 
@@ -53,12 +53,6 @@ class SocatRelay(Scenario):
         env.truth.tools.append(ToolRun(
             host="app-07", ip=env.ip("app-07"), argv=argv, user="www-data", pid=relay.pid,
             start=iso(relay.started), end=iso(relay.ended or time.time())))
-
-
-def tool_run(proc: Proc) -> ToolRun:
-    """What a process really ran, from its Proc: host, argv (as exec'd), user, pid and times."""
-    return ToolRun(host=proc.host.name, ip=proc.host.ip, argv=list(proc.argv), user=proc.user,
-                   pid=proc.pid, start=iso(proc.started), end=iso(proc.ended or time.time()))
 
 
 def until(env: Env, seconds: float) -> Iterator[int]:

@@ -37,9 +37,9 @@ from typing import ClassVar
 
 from hopguard.lab.env import Env
 from hopguard.lab.net import LAB_PATH, Proc
-from hopguard.lab.scenarios.base import Scenario, register
+from hopguard.lab.scenarios.base import Scenario, register, tool_run
 from hopguard.lab.sys import LabError, require_tools, run
-from hopguard.lab.truth import Proxy, Relay, ToolRun, iso
+from hopguard.lab.truth import Proxy, Relay, iso
 
 APP = "app-07"
 DB = "10.10.5.9"
@@ -50,11 +50,6 @@ VPS = ("vps", "203.0.113.77")
 logger = logging.getLogger(__name__)
 
 _OWNER = re.compile(r'\("([^"]+)",pid=(\d+),')
-
-
-def tool_run(env: Env, proc: Proc) -> ToolRun:
-    return ToolRun(host=proc.host.name, ip=proc.host.ip, argv=proc.argv, user=proc.user,
-                   pid=proc.pid, start=iso(proc.started), end=iso(proc.ended or time.time()))
 
 
 def socket_owners(env: Env, host: str, *filt: str) -> list[tuple[str, int]]:
@@ -220,7 +215,7 @@ class SshLocalForward(Scenario):
         drive(env, lambda _: ssh_session(env, "ws-042", "root@127.0.0.1", "-p", "8022"))
         stop_all(env, [client], session)
         env.truth.relays.append(server_relay(env, client, DB, 22, session, "sshd"))
-        env.truth.tools.append(tool_run(env, client))
+        env.truth.tools.append(tool_run(client))
         env.truth.notes.append(
             f"the relaying process is app-07's sshd serving ws-042's connection (pid {session}, "
             "sshd's per-connection re-exec '/usr/sbin/sshd ... -R'); the tool run is the ssh "
@@ -257,7 +252,7 @@ class SshRemoteForward(Scenario):
             "--resolve", "c2.example.net:8443:127.0.0.1"), gap=1.5)
         stop_all(env, [client], session)
         env.truth.relays.append(client_relay(env, client, env.ip(APP), C2, 443))
-        env.truth.tools.append(tool_run(env, client))
+        env.truth.tools.append(tool_run(client))
         env.truth.notes.append(
             f"app-07's sshd session (pid {session}) listens on 127.0.0.1:8443 and feeds the "
             "tunnel; beacons enter there from app-07 itself (loopback, invisible to the LAN "
@@ -308,7 +303,7 @@ class SshDynamicSocks(Scenario):
             sanctioned=False, pid=client.pid, start=iso(client.started), end=end))
         for upstream, port in ((WEB, 443), (DB, 22)):
             env.truth.relays.append(server_relay(env, client, upstream, port, session, "sshd"))
-        env.truth.tools.append(tool_run(env, client))
+        env.truth.tools.append(tool_run(client))
         env.truth.notes.append(
             "proxy 127.0.0.1:1080 is ws-042's loopback (ssh -D binds localhost): no LAN SYN "
             f"reaches it; app-07's sshd session (pid {session}) makes the upstream connections")
@@ -350,7 +345,7 @@ class ReverseTunnel(Scenario):
         drive(env, lambda _: ssh_session(env, name, "root@127.0.0.1", "-p", "2222"))
         stop_all(env, [client, sshd])
         env.truth.relays.append(client_relay(env, client, ip, DB, 22))
-        env.truth.tools.append(tool_run(env, client))
+        env.truth.tools.append(tool_run(client))
         env.truth.notes.append(
             f"vps ({ip}) runs sshd (pid {sshd.pid}) that listens on 127.0.0.1:2222 for the "
             "forward; the operator's sessions start on vps's loopback")
@@ -413,7 +408,7 @@ class Sshuttle(Scenario):
         self._wait_cleanup(env, host)
         env.truth.benign_hosts = [h for h in env.truth.benign_hosts if h != host]
         env.truth.relays.append(server_relay(env, tool, DB, 22, relay_pid[0], "sshuttle"))
-        env.truth.tools.append(tool_run(env, tool))
+        env.truth.tools.append(tool_run(tool))
         env.truth.notes.append(
             f"ws-051: nft table inet sshuttle-ipv4-12300 redirects TCP to 10.10.5.0/24 to "
             f"sshuttle's 127.0.0.1:12300 (pid {tool.pid}); app-07's sshuttle server (python3, "
