@@ -226,7 +226,12 @@ class Lab:
             raise LabError(f"{' '.join(argv)} on {proc.host.name} exited {code}: {tail}")
         return proc
 
-    def stop(self, proc: Proc, sig: int = signal.SIGTERM, timeout: float = 5) -> None:
+    def stop(self, proc: Proc, sig: int = signal.SIGTERM, timeout: float = 5,
+             also: Sequence[int] = ()) -> None:
+        """Stop a tool and wait until nothing of it is left: every process (zombies included)
+        in the sessions of its process tree and of the trees of ``also`` (relaying processes
+        it did not start itself, such as an sshd session), SIGKILLed after ``timeout``."""
+        sids = tree_sessions(proc.pid, *also)
         if proc.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, sig)
@@ -238,6 +243,7 @@ class Lab:
                 proc.popen.wait(timeout)
         if proc.ended is None:
             proc.ended = time.time()
+        settle(sids, timeout)
 
     def wait_port(self, host: str | Host, port: int, timeout: float = 10) -> None:
         """Wait until something listens on TCP ``port`` on the host."""
@@ -262,6 +268,59 @@ class Lab:
         for ns in reversed(self._namespaces):
             kill_namespace(ns)
         self._namespaces.clear()
+
+
+def proc_stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, session id) of a process, zombies included; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), int(fields[3])
+
+
+def _all_stats() -> dict[int, tuple[int, int]]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (st := proc_stat(int(entry.name))) is not None:
+            found[int(entry.name)] = st
+    return found
+
+
+def tree_sessions(*pids: int) -> set[int]:
+    """Session ids of these processes and of all their descendants, as they are now.
+
+    Lab tools start in sessions of their own, and so do sshd's connections and the commands
+    sshd runs; when a parent dies first its children are reparented and reaped later, so
+    waiting for the main pid alone does not tell that they are gone."""
+    stats = _all_stats()
+    tree: set[int] = set()
+    todo = [p for p in pids if p in stats]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo.extend(c for c, (ppid, _) in stats.items() if ppid == pid and c not in tree)
+    return {stats[p][1] for p in tree}
+
+
+def settle(sids: set[int], timeout: float = 5) -> None:
+    """Wait until no process (zombies included) is left in these sessions; SIGKILL what is
+    still alive after ``timeout`` and wait a little more."""
+    deadline, killed = time.monotonic() + timeout, False
+    while sids:
+        left = [p for p, (_, sid) in _all_stats().items() if sid in sids]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            if killed:
+                logger.warning("processes %s of sessions %s outlived their tool", left,
+                               sorted(sids))
+                return
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            killed, deadline = True, time.monotonic() + 3
+        time.sleep(0.05)
 
 
 def kill_namespace(ns: str, wait: float = 5.0) -> None:

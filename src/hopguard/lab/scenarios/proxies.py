@@ -18,12 +18,9 @@ Conventions (shared by every scenario here):
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
-import os
 import re
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -123,43 +120,7 @@ def stop_all(env: Env, *procs: Proc) -> None:
     mother for a moment) so that nothing of theirs is left when the scenario returns."""
     time.sleep(0.3)  # the last relayed connections close
     for p in procs:
-        env.lab.stop(p)
-    for p in procs:
-        wait_gone(p)
-
-
-def wait_gone(proc: Proc, timeout: float = 5) -> None:
-    """Wait until nothing is left of a stopped tool: no process of its host (by audit login id)
-    in its session (spawn makes each tool a session leader), zombies included (they last until
-    pid 1 reaps them); SIGKILL what is still alive after ``timeout``."""
-    deadline, killed = time.monotonic() + timeout, False
-    while pids := session_processes(proc.host.auid, proc.pid):
-        if time.monotonic() > deadline:
-            if killed:
-                logger.warning("%s: processes %s still there", proc.argv[0], pids)
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            killed, deadline = True, time.monotonic() + 3
-        time.sleep(0.05)
-
-
-def session_processes(auid: int, sid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if int((entry / "loginuid").read_text()) != auid:
-                continue
-            # fields after the parenthesised comm: state ppid pgrp session ...
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, ValueError, IndexError):
-            continue
-        if int(fields[3]) == sid:
-            found.append(int(entry.name))
-    return found
+        env.lab.stop(p)  # waits until nothing of the tool is left
 
 
 # -- 1. SOCKS servers -----------------------------------------------------------------------------

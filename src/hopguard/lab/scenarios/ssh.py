@@ -32,11 +32,10 @@ import re
 import shutil
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import ClassVar
 
 from hopguard.lab.env import Env
-from hopguard.lab.net import LAB_PATH, Proc
+from hopguard.lab.net import LAB_PATH, Proc, proc_stat, settle
 from hopguard.lab.scenarios.base import Scenario, register, tool_run
 from hopguard.lab.sys import LabError, require_tools, run
 from hopguard.lab.truth import Proxy, Relay, iso
@@ -85,65 +84,17 @@ def wait_owner(env: Env, host: str, *filt: str, timeout: float = 10) -> tuple[st
                    f"(owners: {socket_owners(env, host, *filt)})")
 
 
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, session id) of a process, zombies included; None once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return int(fields[1]), int(fields[3])
-
-
 def _ppid(pid: int) -> int | None:
-    st = _stat(pid)
+    st = proc_stat(pid)
     return st[0] if st else None
-
-
-def _all_stats() -> dict[int, tuple[int, int]]:
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (st := _stat(int(entry.name))) is not None:
-            found[int(entry.name)] = st
-    return found
-
-
-def tree_sessions(*pids: int) -> set[int]:
-    """Session ids of these processes and of all their descendants, as they are now.
-
-    Lab tools start in sessions of their own, and so do sshd's connections and the commands
-    sshd runs; when a parent dies first, its children are reparented and reaped later, so
-    waiting for the main pid alone is not enough to know they are gone."""
-    stats = _all_stats()
-    tree, todo = set(), [p for p in pids if p in stats]
-    while todo:
-        pid = todo.pop()
-        tree.add(pid)
-        todo.extend(c for c, (ppid, _) in stats.items() if ppid == pid and c not in tree)
-    return {stats[p][1] for p in tree}
-
-
-def settle(sids: set[int], timeout: float = 5) -> None:
-    """Wait until no process (zombies included) is left in these sessions."""
-    deadline = time.monotonic() + timeout
-    while sids:
-        left = [p for p, (_, sid) in _all_stats().items() if sid in sids]
-        if not left:
-            return
-        if time.monotonic() > deadline:
-            logger.warning("processes of sessions %s still there after %.0f s: %s",
-                           sorted(sids), timeout, left)
-            return
-        time.sleep(0.05)
 
 
 def stop_all(env: Env, procs: list[Proc], *others: int) -> None:
     """Stop the tools, then wait until they, their descendants and the descendants of
     ``others`` (relaying processes they did not start: sshd sessions, sshuttle's server) are
     gone: nothing of the scenario outlives it."""
-    sids = tree_sessions(*(p.pid for p in procs), *others)
-    for proc in procs:
-        env.lab.stop(proc)
-    settle(sids)
+    for i, proc in enumerate(procs):
+        env.lab.stop(proc, also=others if i == 0 else ())
 
 
 def drive(env: Env, use: Callable[[int], object], gap: float = 1.2) -> int:
