@@ -16,6 +16,7 @@ from hopguard.cli.common import (
     ConfigOpt,
     DbOpt,
     DebugOpt,
+    Env,
     OutputFormat,
     SetOpt,
     err,
@@ -23,7 +24,7 @@ from hopguard.cli.common import (
     out,
     print_arrow,
 )
-from hopguard.cli.ingest import print_summary, run_ingest
+from hopguard.cli.ingest import IngestReport, print_summary, run_ingest
 from hopguard.cli.lab import lab_app
 from hopguard.config import iter_options
 from hopguard.errors import EXIT_RUNTIME, EXIT_USAGE, HopguardError
@@ -60,12 +61,20 @@ def ingest(inputs: InputsArg, sensor: SensorOpt = None, input_format: FormatName
            set_: SetOpt = None,
            db: DbOpt = None, debug: DebugOpt = False) -> None:
     """Add telemetry to the store (each file atomically, once by content)."""
+    _, report = _ingest(inputs, sensor, input_format, host, progress, config, set_, db, debug)
+    raise typer.Exit(report.exit_code)
+
+
+def _ingest(inputs: list[Path], sensor: str | None, input_format: str | None, host: str | None,
+            progress: bool | None, config: Path | None, set_: list[str] | None,
+            db: Path | None, debug: bool) -> tuple[Env, IngestReport]:
+    """What ingest and hunt share: settings, the ingest itself and its summary."""
     env = make_env(config, set_, db, debug)
     _check_format(input_format)
     report = run_ingest(env, inputs, sensor=sensor, fmt=input_format, host=host,
                         show_progress=progress)
     print_summary(report)
-    raise typer.Exit(report.exit_code)
+    return env, report
 
 
 @app.command()
@@ -74,11 +83,7 @@ def hunt(inputs: InputsArg, sensor: SensorOpt = None, input_format: FormatNameOp
          set_: SetOpt = None,
          db: DbOpt = None, debug: DebugOpt = False) -> None:
     """Ingest, analyze and report in one go (the main job)."""
-    env = make_env(config, set_, db, debug)
-    _check_format(input_format)
-    report = run_ingest(env, inputs, sensor=sensor, fmt=input_format, host=host,
-                        show_progress=progress)
-    print_summary(report)
+    env, report = _ingest(inputs, sensor, input_format, host, progress, config, set_, db, debug)
     with env.open_store(read_only=False) as store:
         counts = store.counts()
         table = Table(title=f"What the store {env.db} holds", title_justify="left")

@@ -38,9 +38,7 @@ PANACHE = ENDPOINT / "sbousseaden+EVTX-ATTACK-SAMPLES" / "AutomatedTestingTools"
 
 
 def rows(store: Store, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-    rel = store.con.execute(sql, params or [])
-    names = [d[0] for d in rel.description]
-    return [dict(zip(names, r, strict=True)) for r in rel.fetchall()]
+    return store.query(sql, params).to_pylist()
 
 
 def one(store: Store, table: str, record: int) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hopguard.lab.truth import ToolRun, iso
+from hopguard.lab.truth import Relay, ToolRun, iso
 
 if TYPE_CHECKING:
     from hopguard.lab.env import Env
@@ -41,6 +41,15 @@ def tool_run(proc: Proc) -> ToolRun:
     """What a process really ran, from its Proc: host, argv (as exec'd), user, pid and times."""
     return ToolRun(host=proc.host.name, ip=proc.host.ip, argv=list(proc.argv), user=proc.user,
                    pid=proc.pid, start=iso(proc.started), end=iso(proc.ended or time.time()))
+
+
+def process_relay(server: Proc, *, client: str, in_port: int, upstream: str, up_port: int,
+                  tool: str, user: str | None = None) -> Relay:
+    """A relay by a server process on its host, for the server's lifetime."""
+    return Relay(relay=server.host.ip, host=server.host.name, client=client, in_port=in_port,
+                 upstream=upstream, up_port=up_port, tool=tool, kind="process", pid=server.pid,
+                 user=user or server.user, start=iso(server.started),
+                 end=iso(server.ended or time.time()))
 
 
 def note(env: Env, kind: str, **fields: Any) -> None:

@@ -28,7 +28,14 @@ from typing import ClassVar
 
 from hopguard.lab.env import NAMES, Env
 from hopguard.lab.net import Proc
-from hopguard.lab.scenarios.base import Scenario, not_benign, note, register, tool_run
+from hopguard.lab.scenarios.base import (
+    Scenario,
+    not_benign,
+    note,
+    process_relay,
+    register,
+    tool_run,
+)
 from hopguard.lab.sys import run
 from hopguard.lab.truth import Fronting, Proxy, Relay, iso
 
@@ -53,10 +60,9 @@ def tool(env: Env, proc: Proc) -> None:
 def relay(env: Env, server: Proc, *, client: str, in_port: int, upstream: str, up_port: int,
           tool_name: str, user: str | None = None) -> None:
     """A relay by a server process, for the server's lifetime."""
-    env.truth.relays.append(Relay(
-        relay=server.host.ip, host=server.host.name, client=client, in_port=in_port,
-        upstream=upstream, up_port=up_port, tool=tool_name, kind="process", pid=server.pid,
-        user=user or server.user, start=iso(server.started), end=end_of(server)))
+    env.truth.relays.append(process_relay(server, client=client, in_port=in_port,
+                                          upstream=upstream, up_port=up_port, tool=tool_name,
+                                          user=user))
 
 
 def proxy(env: Env, server: Proc, *, port: int, protocol: str, tool_name: str) -> None:

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from hopguard.lab.env import Env
 from hopguard.lab.net import Proc
-from hopguard.lab.scenarios.base import Scenario, register, tool_run
+from hopguard.lab.scenarios.base import Scenario, process_relay, register, tool_run
 from hopguard.lab.sys import require_tools, run
 from hopguard.lab.truth import Relay, ToolRun, iso
 
@@ -46,10 +46,9 @@ class SocatRelay(Scenario):
                        n=max(3, int(env.duration / 3)), gap=2.0)
         time.sleep(0.5)
         lab.stop(relay)
-        env.truth.relays.append(Relay(
-            relay=env.ip("app-07"), host="app-07", client=env.ip("ws-042"), in_port=8443,
-            upstream="203.0.113.66", up_port=443, tool="socat", kind="process", pid=relay.pid,
-            user="www-data", start=iso(relay.started), end=iso(relay.ended or time.time())))
+        env.truth.relays.append(process_relay(
+            relay, client=env.ip("ws-042"), in_port=8443, upstream="203.0.113.66", up_port=443,
+            tool="socat"))
         env.truth.tools.append(ToolRun(
             host="app-07", ip=env.ip("app-07"), argv=argv, user="www-data", pid=relay.pid,
             start=iso(relay.started), end=iso(relay.ended or time.time())))
@@ -140,10 +139,9 @@ class NcatBroker(Scenario):
         flowed = sorted((a, b) for a in clients for b in clients
                         if a != b and f"{a} says " in heard[b])
         truth = env.truth
-        truth.relays.append(Relay(
-            relay=app, host="app-07", client=env.ip("ws-042"), in_port=self.RELAY_PORT,
-            upstream=c2_ip, up_port=c2_port, tool="ncat", kind="process", pid=relay.pid,
-            user="www-data", start=iso(relay.started), end=iso(relay.ended or time.time())))
+        truth.relays.append(process_relay(
+            relay, client=env.ip("ws-042"), in_port=self.RELAY_PORT, upstream=c2_ip,
+            up_port=c2_port, tool="ncat"))
         truth.tools += [tool_run(broker), tool_run(relay),
                         *(tool_run(p) for p in clients.values())]
         if "ws-051" in truth.benign_hosts and any("ws-051" in pair for pair in flowed):
@@ -270,10 +268,9 @@ class TlsRelay(Scenario):
             env.stop_event.wait(2.0 * env.rnd.uniform(0.6, 1.4))
         time.sleep(0.5)
         lab.stop(relay)
-        env.truth.relays.append(Relay(
-            relay=app, host="app-07", client=env.ip("ws-042"), in_port=self.IN_PORT,
-            upstream=up_ip, up_port=up_port, tool="stunnel", kind="process", pid=relay.pid,
-            user="www-data", start=iso(relay.started), end=iso(relay.ended or time.time())))
+        env.truth.relays.append(process_relay(
+            relay, client=env.ip("ws-042"), in_port=self.IN_PORT, upstream=up_ip,
+            up_port=up_port, tool="stunnel"))
         env.truth.tools.append(tool_run(relay))
         env.truth.notes.append(
             f"stunnel terminates TLS from ws-042 on {app}:{self.IN_PORT} (certificate "
