@@ -58,6 +58,28 @@ class IngestSettings:
 
 
 @dataclass(slots=True)
+class PacketSettings:
+    reassembly_bytes: int = option(
+        32 * 1024, "Bytes of each TCP direction reassembled and parsed (TLS, HTTP, SOCKS ...).",
+        min=512, max=16 << 20)
+    tcp_timeout: float = option(300.0, "Seconds of silence that end a TCP flow.", min=1, max=86400)
+    udp_timeout: float = option(60.0, "Seconds of silence that end a UDP flow.", min=1, max=86400)
+    icmp_timeout: float = option(60.0, "Seconds of silence that end an ICMP flow.", min=1,
+                                 max=86400)
+    active_timeout: float = option(
+        0.0, "Split flows longer than this many seconds (0: never, like Zeek).", min=0,
+        max=86400 * 7)
+    burst_gap: float = option(
+        0.5, "Silence in seconds after which a packet starts a new burst in the activity sketch.",
+        min=0.01, max=3600)
+    max_bursts: int = option(256, "Bursts kept per direction in the activity sketch.", min=1,
+                             max=100_000)
+    rotate: float = option(
+        60.0, "Seconds per stored segment of a live capture (each segment is one transaction).",
+        min=1, max=86400)
+
+
+@dataclass(slots=True)
 class InventorySettings:
     proxies: list[str] = option(
         [], "Sanctioned proxies as host:port; findings about them are marked sanctioned.")
@@ -74,6 +96,7 @@ class LogSettings:
 class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    packets: PacketSettings = field(default_factory=PacketSettings)
     inventory: InventorySettings = field(default_factory=InventorySettings)
     log: LogSettings = field(default_factory=LogSettings)
 

@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hopguard.cli.common import Env, err, out
+from hopguard.config import Settings
 from hopguard.errors import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -34,7 +35,10 @@ from hopguard.errors import (
     UnknownFormatError,
 )
 from hopguard.ingest.base import IngestStats
+from hopguard.ingest.flows import FlowSettings
+from hopguard.ingest.live import capture_live
 from hopguard.ingest.pipeline import FileResult, ingest_file
+from hopguard.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +84,22 @@ def expand_inputs(inputs: Sequence[Path]) -> Iterator[tuple[Path, bool]]:
             yield item, True
 
 
+def flow_settings(s: Settings) -> FlowSettings:
+    p = s.packets
+    return FlowSettings(reassembly_bytes=p.reassembly_bytes, tcp_timeout=p.tcp_timeout,
+                        udp_timeout=p.udp_timeout, icmp_timeout=p.icmp_timeout,
+                        active_timeout=p.active_timeout, burst_gap=p.burst_gap,
+                        max_bursts=p.max_bursts)
+
+
 def run_ingest(env: Env, inputs: Sequence[Path], *, sensor: str | None, fmt: str | None,
-               host: str | None = None, show_progress: bool | None = None) -> IngestReport:
+               host: str | None = None, show_progress: bool | None = None,
+               iface: str | None = None, duration: float | None = None) -> IngestReport:
     s = env.settings
     report = IngestReport()
     files = list(expand_inputs(inputs))
-    if not files:
-        raise InputError("no input files given")
+    if not files and iface is None:
+        raise InputError("no input files given (and no --iface)")
     progress_on = s.ingest.progress if show_progress is None else show_progress
     progress_on = progress_on and err.is_terminal
     started = time.monotonic()
@@ -110,7 +123,7 @@ def run_ingest(env: Env, inputs: Sequence[Path], *, sensor: str | None, fmt: str
                     store, path, sensor=sensor or s.ingest.sensor, fmt=fmt, host=host,
                     batch_rows=s.store.batch_rows, max_shown=s.ingest.max_errors_shown,
                     max_record_bytes=s.ingest.max_record_bytes,
-                    fast_zeek_tsv=s.ingest.fast_zeek_tsv,
+                    fast_zeek_tsv=s.ingest.fast_zeek_tsv, flow=flow_settings(s),
                     progress=on_bytes, on_rows=on_rows)
             except HopguardError as exc:
                 result = FileResult(path=path, format=fmt or "?", stats=IngestStats(),
@@ -130,8 +143,37 @@ def run_ingest(env: Env, inputs: Sequence[Path], *, sensor: str | None, fmt: str
                 continue
             report.results.append(result)
             _print_problems(result)
+        if iface is not None:
+            report.results.append(_live(env, store, progress, iface, duration, sensor))
     report.seconds = time.monotonic() - started
     return report
+
+
+def _live(env: Env, store: Store, progress: Progress, iface: str, duration: float | None,
+          sensor: str | None) -> FileResult:
+    s = env.settings
+    task = progress.add_task(f"live:{iface}", total=None, rows=0, started=time.monotonic())
+
+    def on_packets(n: int, _rows: int) -> None:
+        progress.update(task, rows=n)
+
+    err.print(f"capturing on {iface}" + (f" for {duration:g} s" if duration else
+                                         " until Ctrl-C"), style="dim")
+    try:
+        live = capture_live(store, iface, sensor=sensor or s.ingest.sensor, duration=duration,
+                            flow=flow_settings(s), rotate=s.packets.rotate,
+                            batch_rows=s.store.batch_rows, max_shown=s.ingest.max_errors_shown,
+                            on_packets=on_packets)
+    except HopguardError as exc:
+        result = FileResult(path=Path(f"live:{iface}"), format="live", stats=IngestStats(),
+                            failure=exc)
+        _print_problems(result)
+        return result
+    finally:
+        progress.remove_task(task)
+    err.print(f"{iface}: {live.packets:,} packets in {live.seconds:.1f} s, "
+              f"{len(live.segments)} segments", style="dim")
+    return FileResult(path=Path(f"live:{iface}"), format="live", stats=live.stats)
 
 
 def _print_problems(result: FileResult) -> None:

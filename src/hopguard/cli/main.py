@@ -38,8 +38,14 @@ config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration."
 app.add_typer(config_app, name="config")
 app.add_typer(lab_app, name="lab")
 
-InputsArg = Annotated[list[Path], typer.Argument(
+InputsArg = Annotated[list[Path] | None, typer.Argument(
     help="Files or directories (recursively) of telemetry; .gz is read transparently.",
+    show_default=False)]
+IfaceOpt = Annotated[str | None, typer.Option(
+    "--iface", help="Also capture live from this network interface (AF_PACKET; needs root or "
+    "CAP_NET_RAW).", show_default=False)]
+DurationOpt = Annotated[float | None, typer.Option(
+    "--duration", help="Seconds to capture with --iface [default: until Ctrl-C].", min=0.1,
     show_default=False)]
 SensorOpt = Annotated[str | None, typer.Option(
     "--sensor", help="Sensor name for network rows [default: ingest.sensor].",
@@ -56,34 +62,40 @@ ProgressOpt = Annotated[bool | None, typer.Option(
 
 
 @app.command()
-def ingest(inputs: InputsArg, sensor: SensorOpt = None, input_format: FormatNameOpt = None,
-           host: HostOpt = None, progress: ProgressOpt = None, config: ConfigOpt = None,
+def ingest(inputs: InputsArg = None, sensor: SensorOpt = None,
+           input_format: FormatNameOpt = None, host: HostOpt = None, iface: IfaceOpt = None,
+           duration: DurationOpt = None, progress: ProgressOpt = None, config: ConfigOpt = None,
            set_: SetOpt = None,
            db: DbOpt = None, debug: DebugOpt = False) -> None:
-    """Add telemetry to the store (each file atomically, once by content)."""
-    _, report = _ingest(inputs, sensor, input_format, host, progress, config, set_, db, debug)
+    """Add telemetry to the store (each file atomically, once by content; a live capture in
+    segments of packets.rotate seconds)."""
+    _, report = _ingest(inputs or [], sensor, input_format, host, progress, config, set_, db,
+                        debug, iface=iface, duration=duration)
     raise typer.Exit(report.exit_code)
 
 
 def _ingest(inputs: list[Path], sensor: str | None, input_format: str | None, host: str | None,
             progress: bool | None, config: Path | None, set_: list[str] | None,
-            db: Path | None, debug: bool) -> tuple[Env, IngestReport]:
+            db: Path | None, debug: bool, *, iface: str | None = None,
+            duration: float | None = None) -> tuple[Env, IngestReport]:
     """What ingest and hunt share: settings, the ingest itself and its summary."""
     env = make_env(config, set_, db, debug)
     _check_format(input_format)
     report = run_ingest(env, inputs, sensor=sensor, fmt=input_format, host=host,
-                        show_progress=progress)
+                        show_progress=progress, iface=iface, duration=duration)
     print_summary(report)
     return env, report
 
 
 @app.command()
-def hunt(inputs: InputsArg, sensor: SensorOpt = None, input_format: FormatNameOpt = None,
-         host: HostOpt = None, progress: ProgressOpt = None, config: ConfigOpt = None,
+def hunt(inputs: InputsArg = None, sensor: SensorOpt = None,
+         input_format: FormatNameOpt = None, host: HostOpt = None, iface: IfaceOpt = None,
+         duration: DurationOpt = None, progress: ProgressOpt = None, config: ConfigOpt = None,
          set_: SetOpt = None,
          db: DbOpt = None, debug: DebugOpt = False) -> None:
     """Ingest, analyze and report in one go (the main job)."""
-    env, report = _ingest(inputs, sensor, input_format, host, progress, config, set_, db, debug)
+    env, report = _ingest(inputs or [], sensor, input_format, host, progress, config, set_, db,
+                          debug, iface=iface, duration=duration)
     with env.open_store(read_only=False) as store:
         counts = store.counts()
         table = Table(title=f"What the store {env.db} holds", title_justify="left")

@@ -217,6 +217,7 @@ class IngestContext:
     fast_zeek_tsv: bool = True
     store: Any = None  # hopguard.store.Store, for formats with a bulk SQL path
     progress: Callable[[int], None] | None = None  # raw bytes consumed so far
+    flow: Any = None  # hopguard.ingest.flows.FlowSettings for packet inputs (None: defaults)
 
 
 class RetryWithoutFastPath(Exception):

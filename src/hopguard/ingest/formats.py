@@ -6,6 +6,7 @@ from hopguard.ingest import (  # noqa: F401
     eve,
     macos,
     netfilter,
+    pcap,
     windows,
     zeek,
 )

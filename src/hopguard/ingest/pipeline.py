@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hopguard.ingest.formats  # noqa: F401  (registers every format)
 from hopguard.errors import HopguardError, InputError, SourceLocation
@@ -53,7 +54,7 @@ def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> st
 def ingest_file(store: Store, path: Path, *, sensor: str, fmt: str | None = None,
                 host: str | None = None,
                 batch_rows: int = 50_000, max_shown: int = 5, max_record_bytes: int = 4 << 20,
-                fast_zeek_tsv: bool = True,
+                fast_zeek_tsv: bool = True, flow: Any = None,
                 progress: Callable[[int], None] | None = None,
                 on_rows: Callable[[int], None] | None = None) -> FileResult:
     """Store one file atomically. Bad records are counted in the result; a file that cannot
@@ -76,7 +77,8 @@ def ingest_file(store: Store, path: Path, *, sensor: str, fmt: str | None = None
         return FileResult(path=path, format=cls.name, stats=IngestStats(),
                           duplicate_of=earlier.path)
     ctx = IngestContext(path=path, gzipped=gz, head=head, max_record_bytes=max_record_bytes,
-                        fast_zeek_tsv=fast_zeek_tsv, store=store, progress=progress)
+                        fast_zeek_tsv=fast_zeek_tsv, store=store, progress=progress,
+                        flow=flow)
     size = path.stat().st_size
     for attempt in (1, 2):
         try:

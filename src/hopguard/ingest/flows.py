@@ -1,0 +1,651 @@
+"""The flow table: packets in, connection rows and application rows out.
+
+Theory of operation: ``FlowTable.packet`` is called once per decoded packet, in capture order.
+Each flow is stored under both of its oriented 5-tuples, so one dictionary lookup finds the flow
+and the packet's direction (``ORIG`` is the side that sent the first packet, or the SYN sender
+when the first packet seen is a SYN-ACK). Per packet the table only adds counters, notes new TCP
+history letters and extends the activity sketch; that is the whole cost for a flow whose start
+has been parsed.
+
+The first ``reassembly_bytes`` of each TCP direction are reassembled (retransmissions dropped,
+overlaps trimmed to the first copy, out-of-order segments held in a bounded map) and fed in
+order to a sans-IO session chosen from the first bytes (TLS, HTTP, SOCKS, SSH, DNS over TCP).
+A proxy handshake that succeeds hands the tunnelled bytes to a fresh session, so the TLS inside
+a SOCKS or CONNECT tunnel is recorded on the same uid. UDP flows on DNS ports go through the DNS
+parser, datagram by datagram; UDP flows that open with a QUIC Initial go through the QUIC
+parser until it yields the ClientHello.
+
+Flows end on the idle timeout of their protocol (Zeek's defaults: TCP 5 min, UDP and ICMP
+1 min), on an optional active timeout, on a new SYN after the connection closed (port reuse),
+and at the end of the input. A sweep every ``SWEEP_EVERY`` seconds of capture time writes idle
+flows out, so memory holds only live flows and their pending rows.
+
+The activity sketch (``src_bursts``/``dst_bursts``) lists, per direction, the times of packets
+that follow at least ``burst_gap`` seconds of silence in that direction (the first packet
+counts), capped at ``max_bursts``: the relay detector correlates these between connections.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from hopguard.errors import ProtocolError
+from hopguard.ingest.packet import ICMP, ICMP6, TCP, UDP, Decoded
+from hopguard.parsers import dns as dnsp
+from hopguard.parsers import http as httpp
+from hopguard.parsers import quic as quicp
+from hopguard.parsers import socks as socksp
+from hopguard.parsers import ssh as sshp
+from hopguard.parsers import tls as tlsp
+from hopguard.parsers.base import ORIG, RESP, Malformed, TunnelOpened
+from hopguard.parsers.ciphers import cipher_name
+
+FIN: Final = 0x01
+SYN: Final = 0x02
+RST: Final = 0x04
+ACK: Final = 0x10
+SEQ_MASK: Final = 0xFFFFFFFF
+SWEEP_EVERY: Final = 30_000_000  # µs of capture time between idle sweeps
+DNS_PORTS: Final = frozenset({53, 5353, 5355})
+MAX_PENDING_SEGMENTS: Final = 64
+MAX_QUIC_DATAGRAMS: Final = 16
+PROTO_NAMES: Final = {TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMP6: "icmp"}
+
+# Zeek history letters: bit -> (orig letter; the responder's is the lower case).
+_S, _H, _A, _D, _F, _R = 1, 2, 4, 8, 16, 32
+_LETTERS: Final = ((_S, "S"), (_H, "H"), (_A, "A"), (_D, "D"), (_F, "F"), (_R, "R"))
+
+FLOW_LAYOUT: Final = (
+    "ts", "record", "uid", "src_ip", "src_port", "dst_ip", "dst_port", "proto", "service",
+    "duration", "src_bytes", "dst_bytes", "src_pkts", "dst_pkts", "src_ip_bytes",
+    "dst_ip_bytes", "state", "history", "community_id", "tunnel", "src_bursts", "dst_bursts",
+)
+
+TLS_VERSIONS: Final = {0x0300: "SSLv3", 0x0301: "TLSv10", 0x0302: "TLSv11", 0x0303: "TLSv12",
+                       0x0304: "TLSv13"}
+
+Emit = Callable[[str, dict[str, Any]], None]
+EmitFlow = Callable[[tuple[Any, ...]], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlowSettings:
+    reassembly_bytes: int = 32 * 1024
+    tcp_timeout: float = 300.0
+    udp_timeout: float = 60.0
+    icmp_timeout: float = 60.0
+    active_timeout: float = 0.0  # 0: off
+    burst_gap: float = 0.5
+    max_bursts: int = 256
+
+
+def ip_text(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
+def community_id(proto: int, a: bytes, ap: int, b: bytes, bp: int, seed: int = 0) -> str:
+    """Community ID v1 (https://github.com/corelight/community-id-spec)."""
+    if (a, ap) > (b, bp):
+        a, ap, b, bp = b, bp, a, ap
+    data = seed.to_bytes(2, "big") + a + b + bytes((proto, 0)) + ap.to_bytes(2, "big") + \
+        bp.to_bytes(2, "big")
+    return "1:" + base64.b64encode(hashlib.sha1(data).digest()).decode()
+
+
+class StreamState:
+    """One TCP direction's reassembly: relative offsets from the first byte after the SYN."""
+
+    __slots__ = ("base", "delivered", "limit", "pending")
+
+    def __init__(self, limit: int) -> None:
+        self.base: int | None = None  # sequence number of stream offset 0
+        self.delivered = 0  # bytes handed on, i.e. the next expected offset
+        self.limit = limit
+        self.pending: dict[int, bytes] = {}
+
+    def segment(self, seq: int, data: memoryview) -> bytes:
+        """Take one segment; return the bytes that became contiguous (possibly b"")."""
+        if self.base is None:
+            self.base = seq
+        rel = (seq - self.base) & SEQ_MASK
+        if rel >= 0x80000000:  # before the start: a retransmission of the handshake era
+            back = 0x100000000 - rel
+            if back >= len(data):
+                return b""
+            data = data[back:]
+            rel = 0
+        end = rel + len(data)
+        nxt = self.delivered
+        if end <= nxt or rel >= self.limit:
+            return b""  # retransmission, or beyond what we reassemble
+        if rel > nxt:
+            if len(self.pending) < MAX_PENDING_SEGMENTS and rel not in self.pending:
+                self.pending[rel] = bytes(data[:self.limit - rel])
+            return b""
+        out = [bytes(data[nxt - rel:self.limit - rel])]
+        nxt = min(end, self.limit)
+        while self.pending:
+            later = [k for k in self.pending if k <= nxt]
+            if not later:
+                break
+            for k in sorted(later):
+                chunk = self.pending.pop(k)
+                if k + len(chunk) > nxt:
+                    out.append(chunk[nxt - k:])
+                    nxt = k + len(chunk)
+        self.delivered = nxt
+        return b"".join(out)
+
+
+class Flow:
+    __slots__ = (
+        "active", "bursts", "bytes", "dns_pending", "first", "flags", "head", "history",
+        "http_pending",
+        "ipbytes", "isn", "key", "last", "lastdir", "offset", "parsing", "pkts", "proto",
+        "proxy_pending", "quic", "services", "session", "ssh", "streams", "timeout", "tls",
+        "tunnel", "uid",
+    )
+
+    def __init__(self, uid: str, proto: int, key: tuple[bytes, int, bytes, int], ts: int,
+                 offset: int, tunnel: str | None) -> None:
+        self.uid = uid
+        self.proto = proto
+        self.key = key  # (orig ip, orig port, resp ip, resp port)
+        self.first = ts
+        self.last = ts
+        self.offset = offset
+        self.tunnel = tunnel
+        self.bytes = [0, 0]
+        self.pkts = [0, 0]
+        self.ipbytes = [0, 0]
+        self.flags = [0, 0]  # history bits seen per direction
+        self.history: list[str] = []
+        self.lastdir = [-(1 << 62), -(1 << 62)]
+        self.bursts: list[list[int]] = [[], []]
+        self.isn: int | None = None
+        self.parsing = True
+        self.session: Any = None
+        self.streams: list[StreamState] | None = None
+        self.head: list[bytes] = [b"", b""]  # bytes held until a parser is chosen
+        self.services: list[str] = []
+        self.tls: dict[str, Any] | None = None
+        self.http_pending: deque[dict[str, Any]] = deque()
+        self.proxy_pending: dict[str, Any] | None = None
+        self.dns_pending: dict[int, dict[str, Any]] = {}
+        self.ssh: dict[str, Any] | None = None
+        self.quic: Any = None
+        self.active = True
+        self.timeout = 0
+
+
+class FlowTable:
+    """See the module docstring."""
+
+    def __init__(self, settings: FlowSettings, *, emit: Emit, emit_flow: EmitFlow,
+                 uid_prefix: str, anomaly: Callable[[str], None] | None = None) -> None:
+        self.s = settings
+        self.emit = emit
+        self.emit_flow = emit_flow
+        self.anomaly = anomaly or (lambda what: None)
+        self.flows: dict[tuple[int, bytes, int, bytes, int], tuple[Flow, int]] = {}
+        self.count = 0
+        self.uid_prefix = uid_prefix
+        self.next_sweep = 0
+        self.timeouts = {TCP: int(settings.tcp_timeout * 1e6), UDP: int(settings.udp_timeout * 1e6),
+                         ICMP: int(settings.icmp_timeout * 1e6),
+                         ICMP6: int(settings.icmp_timeout * 1e6)}
+        self.active_us = int(settings.active_timeout * 1e6)
+        self.gap = int(settings.burst_gap * 1e6)
+        self.max_bursts = settings.max_bursts
+
+    # -- per packet ---------------------------------------------------------------------
+
+    def packet(self, ts: int, offset: int, d: Decoded) -> None:
+        proto, src, dst, sport, dport, tflags, seq, payload, iplen, tunnel = d
+        entry = self.flows.get((proto, src, sport, dst, dport))
+        if entry is not None:
+            fl, dr = entry
+            if ts - fl.last > fl.timeout or (
+                    self.active_us and ts - fl.first > self.active_us):
+                self._close(fl)
+                entry = None
+            elif proto == TCP and tflags & (SYN | ACK) == SYN and dr == ORIG and \
+                    fl.flags[ORIG] & _S and fl.isn != seq and (
+                        (fl.flags[ORIG] | fl.flags[RESP]) & _R
+                        or (fl.flags[ORIG] & _F and fl.flags[RESP] & _F)):
+                self._close(fl)  # a new connection on the same ports
+                entry = None
+        if entry is None:
+            fl, dr = self._open(ts, offset, proto, src, dst, sport, dport, tflags, tunnel)
+        plen = len(payload)
+        fl.last = ts
+        fl.pkts[dr] += 1
+        fl.bytes[dr] += plen
+        fl.ipbytes[dr] += iplen
+        lastdir = fl.lastdir
+        if ts - lastdir[dr] >= self.gap:
+            b = fl.bursts[dr]
+            if len(b) < self.max_bursts:
+                b.append(ts)
+        lastdir[dr] = ts
+        if proto == TCP:
+            if tflags & SYN:
+                bits = _H if tflags & ACK else _S
+                if bits == _S and dr == ORIG and fl.isn is None:
+                    fl.isn = seq
+            else:
+                bits = (_A if tflags & ACK else 0) | (_D if plen else 0)
+            if tflags & FIN:
+                bits |= _F
+            if tflags & RST:
+                bits |= _R
+            seen = fl.flags[dr]
+            if bits & ~seen:
+                self._history(fl, dr, bits & ~seen)
+                fl.flags[dr] = seen | bits
+            if fl.parsing:
+                self._tcp(fl, dr, tflags, seq, payload, ts)
+        elif proto == UDP and fl.parsing and plen:
+            self._udp(fl, dr, payload, ts)
+        if ts >= self.next_sweep:
+            self.sweep(ts)
+
+    def _open(self, ts: int, offset: int, proto: int, src: bytes, dst: bytes, sport: int,
+              dport: int, tflags: int, tunnel: str | None) -> tuple[Flow, int]:
+        self.count += 1
+        uid = f"{self.uid_prefix}{self.count:x}"
+        if proto == TCP and tflags & (SYN | ACK) == (SYN | ACK):
+            key = (dst, dport, src, sport)  # we missed the SYN: the SYN-ACK's receiver opened
+            dr = RESP
+        else:
+            key = (src, sport, dst, dport)
+            dr = ORIG
+        fl = Flow(uid, proto, key, ts, offset, tunnel)
+        fl.timeout = self.timeouts.get(proto, 60_000_000)
+        o, op, r, rp = key
+        self.flows[(proto, o, op, r, rp)] = (fl, ORIG)
+        self.flows[(proto, r, rp, o, op)] = (fl, RESP)
+        if proto == UDP and (op in DNS_PORTS or rp in DNS_PORTS):
+            fl.session = "dns"
+            # QUIC is recognised on the first datagram (see _udp); anything else is not parsed.
+        return fl, dr
+
+    @staticmethod
+    def _history(fl: Flow, dr: int, new: int) -> None:
+        """Zeek's history: each letter once per side, in the order first seen."""
+        for bit, letter in _LETTERS:
+            if new & bit:
+                fl.history.append(letter if dr == ORIG else letter.lower())
+
+    # -- TCP reassembly and parsers -------------------------------------------------------
+
+    def _tcp(self, fl: Flow, dr: int, tflags: int, seq: int, payload: memoryview,
+             ts: int) -> None:
+        streams = fl.streams
+        if streams is None:
+            streams = fl.streams = [StreamState(self.s.reassembly_bytes),
+                                    StreamState(self.s.reassembly_bytes)]
+        st = streams[dr]
+        if tflags & SYN:
+            if st.base is None or st.delivered == 0:
+                st.base = (seq + 1) & SEQ_MASK
+                st.pending.clear()
+            return
+        if not payload:
+            return
+        data = st.segment(seq, payload)
+        if data:
+            self._stream(fl, dr, data, ts)
+        if streams[0].delivered >= self.s.reassembly_bytes and \
+                streams[1].delivered >= self.s.reassembly_bytes:
+            fl.parsing = False
+
+    def _stream(self, fl: Flow, dr: int, data: bytes, ts: int) -> None:
+        session = fl.session
+        if session is None:
+            fl.head[dr] += data
+            session = self._choose(fl)
+            if session is None:
+                return
+            fl.session = session
+            held, fl.head = fl.head, [b"", b""]
+            for direction in (ORIG, RESP):
+                if held[direction] and fl.session is session:
+                    self._feed(fl, session, direction, held[direction], ts)
+            return
+        self._feed(fl, session, dr, data, ts)
+
+    def _choose(self, fl: Flow) -> Any:
+        """A session for the connection's protocol, or None to wait for more bytes."""
+        o, r = fl.head
+        if o:
+            if tlsp.looks_like_tls(o):
+                return self._service(fl, "ssl", tlsp.TlsSession())
+            if o.startswith(b"SSH-") or r.startswith(b"SSH-"):
+                return self._service(fl, "ssh", sshp.SshSession())
+            if httpp.looks_like_http_request(o):
+                return self._service(fl, "http", httpp.HttpSession())
+            if socksp.looks_like_socks(o):
+                return self._service(fl, "socks", socksp.SocksSession())
+            if fl.key[3] in DNS_PORTS or fl.key[1] in DNS_PORTS:
+                return self._service(fl, "dns", dnsp.DnsTcpSession())
+            if len(o) < 8 and len(o) < self.s.reassembly_bytes:
+                return None  # too few bytes to tell yet
+            fl.parsing = False
+            fl.head = [b"", b""]
+            return None
+        if r.startswith(b"SSH-"):
+            return self._service(fl, "ssh", sshp.SshSession())
+        if len(r) > 4096:  # a server talking first in a protocol we do not parse
+            fl.parsing = False
+            fl.head = [b"", b""]
+        return None
+
+    @staticmethod
+    def _service(fl: Flow, name: str, session: Any) -> Any:
+        if name not in fl.services:
+            fl.services.append(name)
+        return session
+
+    def _feed(self, fl: Flow, session: Any, dr: int, data: bytes, ts: int) -> None:
+        for ev in session.feed(dr, data):
+            self._event(fl, ev, ts)
+            if fl.session is not session:
+                return  # a tunnel opened: the rest went to the inner session
+        if session.done and fl.session is session:
+            fl.parsing = False
+
+    # -- UDP ------------------------------------------------------------------------------
+
+    def _udp(self, fl: Flow, dr: int, payload: memoryview, ts: int) -> None:
+        if fl.session == "dns":
+            try:
+                msg = dnsp.parse_dns(bytes(payload))
+            except ProtocolError:
+                self.anomaly("malformed DNS message")
+                return
+            self._dns(fl, msg, ts)
+            if "dns" not in fl.services:
+                fl.services.append("dns")
+            return
+        if fl.quic is None:
+            if dr != ORIG or fl.pkts[ORIG] > 1 or not quicp.looks_like_quic_initial(bytes(payload)):
+                fl.parsing = False
+                return
+            fl.quic = quicp.QuicSession()
+            fl.services.append("quic")
+        if dr == ORIG:
+            for ev in fl.quic.feed(ORIG, bytes(payload)):
+                self._event(fl, ev, ts)
+            if fl.quic.done or fl.pkts[ORIG] >= MAX_QUIC_DATAGRAMS:
+                fl.parsing = False
+
+    # -- events to rows -------------------------------------------------------------------
+
+    def _conn(self, fl: Flow, ts: int) -> dict[str, Any]:
+        o, op, r, rp = fl.key
+        return {"ts": ts, "record": fl.offset, "uid": fl.uid, "src_ip": ip_text(o),
+                "src_port": op, "dst_ip": ip_text(r), "dst_port": rp}
+
+    def _event(self, fl: Flow, ev: object, ts: int) -> None:
+        if isinstance(ev, tlsp.ClientHello):
+            self._flush_tls(fl)
+            row = fl.tls = self._conn(fl, ts)
+            row["sni"] = ev.sni
+            row["alpn"] = list(ev.alpn) or None
+            row["ja3"] = ev.ja3()
+            row["ja4"] = ev.ja4("q" if fl.proto == UDP else "t")
+            row["version"] = TLS_VERSIONS.get(ev.tls_version())
+            row["established"] = False
+        elif isinstance(ev, tlsp.ServerHello):
+            row = fl.tls if fl.tls is not None else self._conn(fl, ts)
+            fl.tls = row
+            row["ja3s"] = ev.ja3s()
+            row["version"] = TLS_VERSIONS.get(ev.tls_version())
+            row["cipher"] = cipher_name(ev.cipher)
+            if ev.alpn:
+                row["alpn"] = [ev.alpn]
+            row["established"] = True
+        elif isinstance(ev, tlsp.Certificates):
+            row = fl.tls if fl.tls is not None else self._conn(fl, ts)
+            fl.tls = row
+            chain = ev.chain
+            row["cert_fuids"] = [c.sha256 for c in chain]
+            if chain:
+                leaf = chain[0]
+                row["cert_subject"] = leaf.subject
+                row["cert_issuer"] = leaf.issuer
+                row["cert_sha256"] = leaf.sha256
+                row["cert_not_before"] = leaf.not_before
+                row["cert_not_after"] = leaf.not_after
+            for i, c in enumerate(chain):
+                self.emit("x509", {
+                    "ts": ts, "record": fl.offset, "fingerprint": c.sha256,
+                    "version": c.version, "serial": c.serial, "subject": c.subject,
+                    "issuer": c.issuer, "not_before": c.not_before, "not_after": c.not_after,
+                    "key_alg": c.key_alg, "key_length": c.key_length, "sig_alg": c.sig_alg,
+                    "san_dns": list(c.san_dns) or None, "san_ip": list(c.san_ip) or None,
+                    "is_ca": c.is_ca, "host_cert": i == 0, "client_cert": False})
+        elif isinstance(ev, httpp.HttpRequest):
+            self._http_request(fl, ev, ts)
+        elif isinstance(ev, httpp.HttpResponse):
+            self._http_response(fl, ev)
+        elif isinstance(ev, httpp.HttpBodyEnded):
+            self._http_body(fl, ev)
+        elif isinstance(ev, socksp.SocksAuthResult):
+            if not ev.succeeded:  # the request never comes: the refusal is the row
+                self._flush_proxy(fl)
+                self.emit("proxy", {**self._conn(fl, ts), "protocol": "socks5",
+                                    "auth_method": "username/password", "user": ev.user,
+                                    "outcome": "authentication failed"})
+        elif isinstance(ev, socksp.SocksRequest):
+            self._flush_proxy(fl)
+            row = fl.proxy_pending = self._conn(fl, ts)
+            row.update(protocol=ev.protocol, target_host=ev.target_host,
+                       target_ip=ev.target_ip, target_port=ev.target_port,
+                       auth_method=ev.auth_method, user=ev.user)
+        elif isinstance(ev, socksp.SocksReply):
+            pending = fl.proxy_pending
+            if pending is not None:
+                pending.update(outcome=ev.outcome, bound_host=ev.bound_host or ev.bound_ip,
+                               bound_port=ev.bound_port)
+                self._flush_proxy(fl)
+        elif isinstance(ev, sshp.SshIdent):
+            row = fl.ssh if fl.ssh is not None else self._conn(fl, ts)
+            fl.ssh = row
+            row["client" if ev.direction == ORIG else "server"] = ev.text
+            row["version"] = 2 if ev.proto_version.startswith("2") or \
+                ev.proto_version == "1.99" else 1
+        elif isinstance(ev, dnsp.DnsMessage):
+            self._dns(fl, ev, ts)
+        elif isinstance(ev, TunnelOpened):
+            self._tunnel(fl, ev, ts)
+        elif isinstance(ev, Malformed):
+            self.anomaly(f"malformed {fl.services[-1] if fl.services else 'stream'}")
+
+    def _tunnel(self, fl: Flow, ev: TunnelOpened, ts: int) -> None:
+        fl.session = None
+        fl.head = [b"", b""]
+        if ev.orig_rest:
+            self._stream(fl, ORIG, ev.orig_rest, ts)
+        if ev.resp_rest and fl.parsing:
+            self._stream(fl, RESP, ev.resp_rest, ts)
+
+    def _http_request(self, fl: Flow, ev: Any, ts: int) -> None:
+        row = self._conn(fl, ts)
+        fl_depth = sum(1 for _ in fl.http_pending) + 1
+        row.update(trans_depth=fl_depth, method=ev.method, host=ev.host, uri=ev.uri,
+                   version=ev.version, user_agent=ev.user_agent, referrer=ev.referrer,
+                   is_proxy_request=ev.is_proxy_request, via=ev.via, forwarded=ev.forwarded,
+                   x_forwarded_for=ev.x_forwarded_for, proxied=list(ev.proxied) or None,
+                   request_body_len=ev.content_length)
+        fl.http_pending.append(row)
+        if ev.is_proxy_request:
+            self._flush_proxy(fl)
+            prow = fl.proxy_pending = self._conn(fl, ts)
+            host, port = ev.target_host, ev.target_port
+            prow.update(protocol="http-connect" if ev.method == "CONNECT" else "http-forward",
+                        target_port=port, user=ev.proxy_authorization_user,
+                        auth_method="basic" if ev.proxy_authorization_user else None)
+            if host and _is_ip(host):
+                prow["target_ip"] = host.strip("[]")
+            else:
+                prow["target_host"] = host
+
+    def _http_body(self, fl: Flow, ev: Any) -> None:
+        """The body length of the latest request (ORIG) or answered request (RESP)."""
+        key, done = ("request_body_len", "method") if ev.direction == ORIG else \
+            ("response_body_len", "status")
+        for row in reversed(fl.http_pending):
+            if row.get(done) is not None:
+                row[key] = ev.body_len
+                return
+
+    def _http_response(self, fl: Flow, ev: Any) -> None:
+        if 100 <= ev.status < 200 and ev.status != 101:
+            return  # an interim answer (100 Continue): the final one is still to come
+        for row in fl.http_pending:
+            if row.get("status") is None:
+                row["status"] = ev.status
+                row["status_msg"] = ev.reason
+                row["content_type"] = ev.content_type
+                row["response_body_len"] = ev.body_len
+                if fl.proxy_pending is not None and row["is_proxy_request"]:
+                    fl.proxy_pending["outcome"] = f"{ev.status} {ev.reason}".strip()
+                    self._flush_proxy(fl)
+                break
+
+    def _dns(self, fl: Flow, msg: Any, ts: int) -> None:
+        if not msg.is_response:
+            row = self._conn(fl, ts)
+            self._question(fl, row, msg)
+            old = fl.dns_pending.pop(msg.id, None)
+            if old is not None:
+                self.emit("dns", old)
+            fl.dns_pending[msg.id] = row
+            return
+        found = fl.dns_pending.pop(msg.id, None)
+        if found is None:  # a response whose query we did not see
+            row = self._conn(fl, ts)
+            self._question(fl, row, msg)
+        else:
+            row = found
+            row["rtt"] = (ts - row["ts"]) / 1e6
+        row["rcode"] = msg.rcode_name
+        answers = [a for a in msg.answers if a.data]
+        if answers:
+            row["answers"] = [a.data for a in answers]
+            row["ttls"] = [float(a.ttl) for a in answers]
+        self.emit("dns", row)
+
+    @staticmethod
+    def _question(fl: Flow, row: dict[str, Any], msg: Any) -> None:
+        q = msg.questions[0] if msg.questions else None
+        row.update(proto=PROTO_NAMES.get(fl.proto), trans_id=msg.id,
+                   query=q.name if q else None, qtype=q.qtype_name if q else None,
+                   qclass=q.qclass_name if q else None)
+
+    # -- closing --------------------------------------------------------------------------
+
+    def _flush_tls(self, fl: Flow) -> None:
+        if fl.tls is not None:
+            self.emit("tls", fl.tls)
+            fl.tls = None
+
+    def _flush_proxy(self, fl: Flow) -> None:
+        if fl.proxy_pending is not None:
+            self.emit("proxy", fl.proxy_pending)
+            fl.proxy_pending = None
+
+    def _close(self, fl: Flow) -> None:
+        if not fl.active:
+            return
+        fl.active = False
+        o, op, r, rp = fl.key
+        p = fl.proto
+        self.flows.pop((p, o, op, r, rp), None)
+        self.flows.pop((p, r, rp, o, op), None)
+        self._flush_tls(fl)
+        self._flush_proxy(fl)
+        for row in fl.http_pending:
+            self.emit("http", row)
+        for row in fl.dns_pending.values():
+            self.emit("dns", row)
+        if fl.ssh is not None:
+            self.emit("ssh", fl.ssh)
+        self.emit_flow((
+            fl.first, fl.offset, fl.uid, ip_text(o), op, ip_text(r), rp,
+            PROTO_NAMES.get(p, str(p)), ",".join(fl.services) or None,
+            (fl.last - fl.first) / 1e6, fl.bytes[0], fl.bytes[1], fl.pkts[0], fl.pkts[1],
+            fl.ipbytes[0], fl.ipbytes[1], _state(fl), "".join(fl.history) if p == TCP else None,
+            community_id(p, o, op, r, rp), fl.tunnel, fl.bursts[0], fl.bursts[1]))
+
+    def sweep(self, now: int) -> None:
+        """Close every flow idle for longer than its timeout."""
+        self.next_sweep = now + SWEEP_EVERY
+        stale = []
+        seen: set[int] = set()
+        for fl, dr in self.flows.values():
+            if dr == ORIG and id(fl) not in seen and now - fl.last > fl.timeout:
+                seen.add(id(fl))
+                stale.append(fl)
+        for fl in stale:
+            self._close(fl)
+
+    def finish(self) -> None:
+        for fl in [f for f, dr in self.flows.values() if dr == ORIG]:
+            self._close(fl)
+
+
+def _state(fl: Flow) -> str:
+    """Zeek's conn_state from the history bits of each side."""
+    if fl.proto != TCP:
+        if fl.proto == UDP:
+            return "SF" if fl.pkts[RESP] else "S0"
+        return "OTH"
+    o, r = fl.flags
+    syn, synack = bool(o & _S), bool(r & _H)
+    if not syn and not synack:
+        return "OTH"
+    if syn and not synack:
+        if r & _R:
+            return "REJ"
+        if o & _R:
+            return "RSTOS0"
+        if o & _F:
+            return "SH"
+        return "S0" if not fl.pkts[RESP] else "OTH"
+    if synack and not syn:
+        if r & _R:
+            return "RSTRH"
+        if r & _F:
+            return "SHR"
+        return "OTH"
+    if o & _R:
+        return "RSTO"
+    if r & _R:
+        return "RSTR"
+    if o & _F and r & _F:
+        return "SF"
+    if o & _F:
+        return "S2"
+    if r & _F:
+        return "S3"
+    return "S1"
+
+
+def _is_ip(host: str) -> bool:
+    h = host.strip("[]")
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(fam, h)
+            return True
+        except OSError:
+            continue
+    return False
