@@ -55,7 +55,8 @@ SWEEP_EVERY: Final = 30_000_000  # µs of capture time between idle sweeps
 DNS_PORTS: Final = frozenset({53, 5353, 5355})
 MAX_PENDING_SEGMENTS: Final = 64
 MAX_QUIC_DATAGRAMS: Final = 16
-PROTO_NAMES: Final = {TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMP6: "icmp"}
+PROTO_NAMES: Final = {TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMP6: "icmp", 2: "igmp", 47: "gre",
+                      50: "esp", 51: "ah", 89: "ospf", 103: "pim", 112: "vrrp", 132: "sctp"}
 
 # Zeek history letters: bit -> (orig letter; the responder's is the lower case).
 _S, _H, _A, _D, _F, _R = 1, 2, 4, 8, 16, 32

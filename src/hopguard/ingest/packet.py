@@ -227,15 +227,18 @@ def _transport(f: memoryview, p: int, end: int, proto: int, src: bytes, dst: byt
         else:
             other = code
         return (proto, src, dst, typ, other, 0, 0, f[p + 4:end], iplen, tun)
-    if depth >= MAX_DEPTH:
-        return None
-    if proto == 4:  # IP in IP (RFC 2003)
-        return _ipv4(f, p, end, "IP", depth + 1)
-    if proto == 41:  # IPv6 in IP (6in4, RFC 4213)
-        return _ipv6(f, p, end, "IP", depth + 1)
-    if proto == 47:
-        return _gre(f, p, end, depth + 1)
-    return None
+    inner = None
+    if depth < MAX_DEPTH:
+        if proto == 4:  # IP in IP (RFC 2003)
+            inner = _ipv4(f, p, end, "IP", depth + 1)
+        elif proto == 41:  # IPv6 in IP (6in4, RFC 4213)
+            inner = _ipv6(f, p, end, "IP", depth + 1)
+        elif proto == 47:
+            inner = _gre(f, p, end, depth + 1)
+    if inner is not None:
+        return inner
+    # Another protocol (GRE we cannot open, ESP, VRRP, PIM, OSPF ...): a flow without ports.
+    return (proto, src, dst, 0, 0, 0, 0, f[p:end], iplen, tun)
 
 
 def _gre(f: memoryview, p: int, end: int, depth: int) -> Decoded | None:
@@ -243,7 +246,22 @@ def _gre(f: memoryview, p: int, end: int, depth: int) -> Decoded | None:
     if end - p < 4:
         return None
     flags, et = _HH.unpack_from(f, p)
-    if flags & 0x7:  # version 1 is PPTP's enhanced GRE: not followed
+    if flags & 0x7 == 1 and et == 0x880B:
+        # PPTP's enhanced GRE (RFC 2637 §4.1): key field always present, sequence and
+        # acknowledgement numbers when flagged, then a PPP frame.
+        q = p + 8 + (4 if flags & 0x1000 else 0) + (4 if flags & 0x0080 else 0)
+        if q + 4 > end or not flags & 0x1000:
+            return None  # an acknowledgement without payload
+        if f[q] == 0xFF and f[q + 1] == 0x03:
+            q += 2
+        ppp = f[q] if f[q] & 1 else _H.unpack_from(f, q)[0]
+        q += 1 if f[q] & 1 else 2  # protocol-field compression (RFC 1661 §6.5)
+        if ppp == 0x21:
+            return _ipv4(f, q, end, "GRE", depth)
+        if ppp == 0x57:
+            return _ipv6(f, q, end, "GRE", depth)
+        return None
+    if flags & 0x7:
         return None
     q = p + 4 + (4 if flags & 0x8000 else 0) + (4 if flags & 0x2000 else 0) + \
         (4 if flags & 0x1000 else 0)

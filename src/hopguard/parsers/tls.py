@@ -971,6 +971,11 @@ class TlsSession:
             self._tls13 = hello.supported_version is not None
             if self._tls13 and not hello.hello_retry:
                 self._finish(state)  # the rest of the server's flight is encrypted
+            elif hello.hello_retry:
+                # A HelloRetryRequest: the client answers with a second ClientHello
+                # (RFC 8446 §4.1.4), which has its own fingerprint; read it too.
+                self._server_hello = False
+                self._dirs[ORIG].finished = False
         elif msg_type == HS_CERTIFICATE:
             events.append(decode_certificates(body))
             self._finish(state)

@@ -391,6 +391,11 @@ def test_hello_retry_request_waits_for_the_real_server_hello() -> None:
     events = session.feed(RESP, record(22, hrr) + CCS)
     assert len(events) == 1 and isinstance(events[0], ServerHello) and events[0].hello_retry
     assert not session.done  # a TLS 1.3 middlebox-compatibility CCS does not end the server
+    # The client's second ClientHello (after its own compatibility CCS) is read too.
+    events = session.feed(ORIG, CCS + record(22, client_hello([0x1301, 0x1302],
+                                                              [versions_ext(0x0304)])))
+    assert len(events) == 1 and isinstance(events[0], ClientHello)
+    assert events[0].ciphers == (0x1301, 0x1302) and not session.done
     events = session.feed(RESP, record(22, server_hello(0x1301, [versions_ext_server(0x0304)])))
     assert len(events) == 1 and isinstance(events[0], ServerHello)
     assert not events[0].hello_retry and session.done
