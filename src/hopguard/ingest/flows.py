@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from hopguard.errors import ProtocolError
-from hopguard.ingest.packet import ICMP, ICMP6, TCP, UDP, Decoded
+from hopguard.ingest.packet import ICMP, ICMP6, TCP, UDP, Decoded, Outer
 from hopguard.parsers import dns as dnsp
 from hopguard.parsers import http as httpp
 from hopguard.parsers import quic as quicp
@@ -55,6 +55,7 @@ SWEEP_EVERY: Final = 30_000_000  # µs of capture time between idle sweeps
 DNS_PORTS: Final = frozenset({53, 5353, 5355})
 MAX_PENDING_SEGMENTS: Final = 64
 MAX_QUIC_DATAGRAMS: Final = 16
+PROBE: Final = "probe"  # Flow.session while watching an unparsed stream for a late TLS start
 PROTO_NAMES: Final = {TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMP6: "icmp", 2: "igmp", 47: "gre",
                       50: "esp", 51: "ah", 89: "ospf", 103: "pim", 112: "vrrp", 132: "sctp"}
 
@@ -65,7 +66,8 @@ _LETTERS: Final = ((_S, "S"), (_H, "H"), (_A, "A"), (_D, "D"), (_F, "F"), (_R, "
 FLOW_LAYOUT: Final = (
     "ts", "record", "uid", "src_ip", "src_port", "dst_ip", "dst_port", "proto", "service",
     "duration", "src_bytes", "dst_bytes", "src_pkts", "dst_pkts", "src_ip_bytes",
-    "dst_ip_bytes", "state", "history", "community_id", "tunnel", "src_bursts", "dst_bursts",
+    "dst_ip_bytes", "src_frame_bytes", "dst_frame_bytes", "state", "history", "community_id",
+    "tunnel", "src_bursts", "dst_bursts",
 )
 
 TLS_VERSIONS: Final = {0x0300: "SSLv3", 0x0301: "TLSv10", 0x0302: "TLSv11", 0x0303: "TLSv12",
@@ -78,6 +80,7 @@ EmitFlow = Callable[[tuple[Any, ...]], None]
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FlowSettings:
     reassembly_bytes: int = 32 * 1024
+    http_bytes: int = 1024 * 1024  # HTTP connections: later requests matter (keep-alive proxies)
     tcp_timeout: float = 300.0
     udp_timeout: float = 60.0
     icmp_timeout: float = 60.0
@@ -146,11 +149,36 @@ class StreamState:
 
 class Flow:
     __slots__ = (
-        "active", "bursts", "bytes", "dns_pending", "first", "flags", "head", "history",
+        "active",
+        "bursts",
+        "bytes",
+        "dns_pending",
+        "first",
+        "flags",
+        "frames",
+        "head",
+        "history",
         "http_pending",
-        "ipbytes", "isn", "key", "last", "lastdir", "offset", "parsing", "pkts", "proto",
-        "proxy_pending", "quic", "services", "session", "ssh", "streams", "timeout", "tls",
-        "tunnel", "uid",
+        "ipbytes",
+        "isn",
+        "key",
+        "last",
+        "lastdir",
+        "offset",
+        "parsing",
+        "pkts",
+        "proto",
+        "proxy_pending",
+        "quic",
+        "seq0",
+        "services",
+        "session",
+        "ssh",
+        "streams",
+        "timeout",
+        "tls",
+        "tunnel",
+        "uid",
     )
 
     def __init__(self, uid: str, proto: int, key: tuple[bytes, int, bytes, int], ts: int,
@@ -165,6 +193,8 @@ class Flow:
         self.bytes = [0, 0]
         self.pkts = [0, 0]
         self.ipbytes = [0, 0]
+        self.frames = [0, 0]  # captured bytes of whole frames (link and tunnel headers too)
+        self.seq0: list[int | None] = [None, None]  # TCP: sequence number of payload byte 0
         self.flags = [0, 0]  # history bits seen per direction
         self.history: list[str] = []
         self.lastdir = [-(1 << 62), -(1 << 62)]
@@ -207,8 +237,8 @@ class FlowTable:
 
     # -- per packet ---------------------------------------------------------------------
 
-    def packet(self, ts: int, offset: int, d: Decoded) -> None:
-        proto, src, dst, sport, dport, tflags, seq, payload, iplen, tunnel = d
+    def packet(self, ts: int, offset: int, d: Decoded, caplen: int) -> None:
+        proto, src, dst, sport, dport, tflags, seq, payload, iplen, tunnel, outer = d
         entry = self.flows.get((proto, src, sport, dst, dport))
         if entry is not None:
             fl, dr = entry
@@ -227,8 +257,8 @@ class FlowTable:
         plen = len(payload)
         fl.last = ts
         fl.pkts[dr] += 1
-        fl.bytes[dr] += plen
         fl.ipbytes[dr] += iplen
+        fl.frames[dr] += caplen
         lastdir = fl.lastdir
         if ts - lastdir[dr] >= self.gap:
             b = fl.bursts[dr]
@@ -236,12 +266,28 @@ class FlowTable:
                 b.append(ts)
         lastdir[dr] = ts
         if proto == TCP:
+            # History letters as Zeek defines them: A is a *pure* ACK (no payload, no other
+            # flag), D any payload, F and R the flags.
             if tflags & SYN:
                 bits = _H if tflags & ACK else _S
-                if bits == _S and dr == ORIG and fl.isn is None:
-                    fl.isn = seq
+                if bits == _S:
+                    fl.seq0[dr] = (seq + 1) & SEQ_MASK
+                    if dr == ORIG and fl.isn is None:
+                        fl.isn = seq
+                elif fl.seq0[dr] is None or not fl.bytes[dr]:
+                    fl.seq0[dr] = (seq + 1) & SEQ_MASK
+            elif plen:
+                bits = _D
+                # Payload bytes by sequence range, as Zeek counts them: retransmissions and
+                # overlaps count once, a capture gap counts as sent.
+                base = fl.seq0[dr]
+                if base is None:
+                    base = fl.seq0[dr] = seq
+                rel = (seq - base) & SEQ_MASK
+                if rel < 0x80000000 and rel + plen > fl.bytes[dr]:
+                    fl.bytes[dr] = rel + plen
             else:
-                bits = (_A if tflags & ACK else 0) | (_D if plen else 0)
+                bits = _A if tflags & (ACK | FIN | RST) == ACK else 0
             if tflags & FIN:
                 bits |= _F
             if tflags & RST:
@@ -252,23 +298,56 @@ class FlowTable:
                 fl.flags[dr] = seen | bits
             if fl.parsing:
                 self._tcp(fl, dr, tflags, seq, payload, ts)
-        elif proto == UDP and fl.parsing and plen:
-            self._udp(fl, dr, payload, ts)
+        else:
+            fl.bytes[dr] += plen
+            if proto == UDP and fl.parsing and plen:
+                self._udp(fl, dr, payload, ts)
+        if outer is not None:
+            self._outer(ts, offset, outer, caplen, tunnel)
         if ts >= self.next_sweep:
             self.sweep(ts)
+
+    def _outer(self, ts: int, offset: int, outer: Outer, caplen: int,
+               tunnel: str | None) -> None:
+        """Count the packet on the UDP flow that carries a tunnel (Zeek logs it too)."""
+        src, dst, sport, dport, iplen, plen = outer
+        entry = self.flows.get((UDP, src, sport, dst, dport))
+        if entry is None or ts - entry[0].last > entry[0].timeout:
+            if entry is not None:
+                self._close(entry[0])
+            fl, dr = self._open(ts, offset, UDP, src, dst, sport, dport, 0, None)
+            fl.parsing = False
+            fl.services.append((tunnel or "tunnel").lower())
+        else:
+            fl, dr = entry
+        fl.last = ts
+        fl.pkts[dr] += 1
+        fl.bytes[dr] += plen
+        fl.ipbytes[dr] += iplen
+        fl.frames[dr] += caplen
 
     def _open(self, ts: int, offset: int, proto: int, src: bytes, dst: bytes, sport: int,
               dport: int, tflags: int, tunnel: str | None) -> tuple[Flow, int]:
         self.count += 1
         uid = f"{self.uid_prefix}{self.count:x}"
+        flipped = False
         if proto == TCP and tflags & (SYN | ACK) == (SYN | ACK):
             key = (dst, dport, src, sport)  # we missed the SYN: the SYN-ACK's receiver opened
             dr = RESP
+        elif (proto == UDP or (proto == TCP and not tflags & SYN)) and \
+                _server_port(sport) and not _server_port(dport):
+            # Joined mid-conversation at a server's packet: the other side is the client
+            # (Zeek's likely_server_ports heuristic; its history marks this with ^).
+            key = (dst, dport, src, sport)
+            dr = RESP
+            flipped = True
         else:
             key = (src, sport, dst, dport)
             dr = ORIG
         fl = Flow(uid, proto, key, ts, offset, tunnel)
         fl.timeout = self.timeouts.get(proto, 60_000_000)
+        if flipped and proto == TCP:
+            fl.history.append("^")
         o, op, r, rp = key
         self.flows[(proto, o, op, r, rp)] = (fl, ORIG)
         self.flows[(proto, r, rp, o, op)] = (fl, RESP)
@@ -303,12 +382,18 @@ class FlowTable:
         data = st.segment(seq, payload)
         if data:
             self._stream(fl, dr, data, ts)
-        if streams[0].delivered >= self.s.reassembly_bytes and \
-                streams[1].delivered >= self.s.reassembly_bytes:
+        if streams[0].delivered >= streams[0].limit and \
+                streams[1].delivered >= streams[1].limit:
             fl.parsing = False
 
     def _stream(self, fl: Flow, dr: int, data: bytes, ts: int) -> None:
         session = fl.session
+        if session is PROBE:
+            if dr == ORIG and len(data) > 5 and data[0] == 0x16 and data[5] == 1 and \
+                    tlsp.looks_like_tls(data):
+                session = fl.session = self._service(fl, "ssl", tlsp.TlsSession())
+                self._feed(fl, session, dr, data, ts)
+            return
         if session is None:
             fl.head[dr] += data
             session = self._choose(fl)
@@ -317,7 +402,7 @@ class FlowTable:
             fl.session = session
             held, fl.head = fl.head, [b"", b""]
             for direction in (ORIG, RESP):
-                if held[direction] and fl.session is session:
+                if held[direction] and fl.session is session and session is not PROBE:
                     self._feed(fl, session, direction, held[direction], ts)
             return
         self._feed(fl, session, dr, data, ts)
@@ -330,23 +415,33 @@ class FlowTable:
                 return self._service(fl, "ssl", tlsp.TlsSession())
             if o.startswith(b"SSH-") or r.startswith(b"SSH-"):
                 return self._service(fl, "ssh", sshp.SshSession())
-            if httpp.looks_like_http_request(o):
+            if httpp.looks_like_http_request(o.lstrip(b"\r\n")):  # stray EOLs: RFC 9112 §2.2
+                self._widen(fl, self.s.http_bytes)
                 return self._service(fl, "http", httpp.HttpSession())
             if socksp.looks_like_socks(o):
                 return self._service(fl, "socks", socksp.SocksSession())
             if fl.key[3] in DNS_PORTS or fl.key[1] in DNS_PORTS:
                 return self._service(fl, "dns", dnsp.DnsTcpSession())
-            if len(o) < 8 and len(o) < self.s.reassembly_bytes:
+            if len(o.lstrip(b"\r\n")) < 8:
                 return None  # too few bytes to tell yet
-            fl.parsing = False
-            fl.head = [b"", b""]
-            return None
+            return self._probe(fl)
         if r.startswith(b"SSH-"):
             return self._service(fl, "ssh", sshp.SshSession())
-        if len(r) > 4096:  # a server talking first in a protocol we do not parse
-            fl.parsing = False
-            fl.head = [b"", b""]
+        if len(r) >= 4 and not b"SSH-".startswith(r[:4]):
+            return self._probe(fl)  # a server that talks first (SMTP, FTP, IMAP, POP3 ...)
         return None
+
+    def _probe(self, fl: Flow) -> Any:
+        """A protocol we do not parse: watch for TLS starting later in it (STARTTLS, the SSL
+        requests of MySQL and PostgreSQL, RDP's X.224 negotiation), which begins a client
+        segment with a ClientHello record."""
+        fl.head = [b"", b""]
+        return PROBE
+
+    def _widen(self, fl: Flow, limit: int) -> None:
+        if fl.streams is not None:
+            for st in fl.streams:
+                st.limit = max(st.limit, limit)
 
     @staticmethod
     def _service(fl: Flow, name: str, session: Any) -> Any:
@@ -381,11 +476,10 @@ class FlowTable:
                 return
             fl.quic = quicp.QuicSession()
             fl.services.append("quic")
-        if dr == ORIG:
-            for ev in fl.quic.feed(ORIG, bytes(payload)):
-                self._event(fl, ev, ts)
-            if fl.quic.done or fl.pkts[ORIG] >= MAX_QUIC_DATAGRAMS:
-                fl.parsing = False
+        for ev in fl.quic.feed(dr, bytes(payload)):
+            self._event(fl, ev, ts)
+        if fl.quic.done or fl.pkts[ORIG] + fl.pkts[RESP] >= MAX_QUIC_DATAGRAMS:
+            fl.parsing = False
 
     # -- events to rows -------------------------------------------------------------------
 
@@ -584,7 +678,8 @@ class FlowTable:
             fl.first, fl.offset, fl.uid, ip_text(o), op, ip_text(r), rp,
             PROTO_NAMES.get(p, str(p)), ",".join(fl.services) or None,
             (fl.last - fl.first) / 1e6, fl.bytes[0], fl.bytes[1], fl.pkts[0], fl.pkts[1],
-            fl.ipbytes[0], fl.ipbytes[1], _state(fl), "".join(fl.history) if p == TCP else None,
+            fl.ipbytes[0], fl.ipbytes[1], fl.frames[0], fl.frames[1], _state(fl),
+            "".join(fl.history) if p == TCP else None,
             community_id(p, o, op, r, rp), fl.tunnel, fl.bursts[0], fl.bursts[1]))
 
     def sweep(self, now: int) -> None:
@@ -639,6 +734,18 @@ def _state(fl: Flow) -> str:
     if r & _F:
         return "S3"
     return "S1"
+
+
+# Service ports above 1023 that count as a server's side of a conversation (with every port
+# below 1024) when the capture joins a conversation after its start.
+_HIGH_SERVICE_PORTS: Final = frozenset({
+    1080, 1194, 1433, 1521, 1723, 2152, 3128, 3306, 3389, 3544, 4789, 5060, 5061, 5072, 5222,
+    5353, 5355, 5432, 5900, 6081, 6379, 8000, 8008, 8080, 8443, 8888, 9001, 9030, 9050, 9150,
+    27017})
+
+
+def _server_port(port: int) -> bool:
+    return port < 1024 or port in _HIGH_SERVICE_PORTS
 
 
 def _is_ip(host: str) -> bool:

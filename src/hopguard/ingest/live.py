@@ -154,7 +154,7 @@ def _receive(sock: socket.socket, view: memoryview, table: FlowTable, until: flo
         n += 1
         d = decode(linktype, view[:size])
         if d is not None:
-            packet(ts, before + n, d)
+            packet(ts, before + n, d, size)
         if on_packets is not None and n % 256 == 0:
             on_packets(before + n, 0)
 

@@ -21,8 +21,11 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-# (proto, src, dst, sport, dport, tcp flags, tcp seq, payload, ip length, tunnel)
-Decoded = tuple[int, bytes, bytes, int, int, int, int, memoryview, int, str | None]
+# The outer UDP packet of a UDP encapsulation: (src, dst, sport, dport, ip length, udp payload)
+Outer = tuple[bytes, bytes, int, int, int, int]
+# (proto, src, dst, sport, dport, tcp flags, tcp seq, payload, ip length, tunnel, outer)
+Decoded = tuple[int, bytes, bytes, int, int, int, int, memoryview, int, str | None,
+                Outer | None]
 
 TCP: Final = 6
 UDP: Final = 17
@@ -68,13 +71,13 @@ def decode(linktype: int, f: memoryview) -> Decoded | None:
                 hl = (off >> 4) * 4
                 if hl >= 20:
                     return (TCP, src, dst, sport, dport, flags, seq, f[34 + hl:end],
-                            total or n - 14, None)
+                            total or n - 14, None, None)
             elif proto == UDP:
                 sport, dport, ulen = _UDP.unpack_from(f, 34)
-                if dport != 4789 and dport != 6081:  # VXLAN and Geneve take the full path
+                if dport not in UDP_TUNNELS and sport not in UDP_TUNNELS:  # else: full path
                     uend = 34 + ulen if ulen >= 8 and 34 + ulen <= end else end
                     return (UDP, src, dst, sport, dport, 0, 0, f[42:uend], total or n - 14,
-                            None)
+                            None, None)
     try:
         if linktype == ETHERNET:
             return _ether(f, 0, n, None, 0)
@@ -196,24 +199,17 @@ def _transport(f: memoryview, p: int, end: int, proto: int, src: bytes, dst: byt
         hl = (off >> 4) * 4
         if hl < 20:
             return None
-        return (TCP, src, dst, sport, dport, flags, seq, f[p + hl:end], iplen, tun)
+        return (TCP, src, dst, sport, dport, flags, seq, f[p + hl:end], iplen, tun, None)
     if proto == UDP:
         if end - p < 8:
             return None
         sport, dport, ulen = _UDP.unpack_from(f, p)
         uend = p + ulen if ulen >= 8 and p + ulen <= end else end
-        if depth < MAX_DEPTH:
-            if dport == 4789 and uend - p >= 16:  # VXLAN (RFC 7348): 8-byte header, Ethernet
-                inner = _ether(f, p + 16, uend, "VXLAN", depth + 1)
-                if inner is not None:
-                    return inner
-            elif dport == 6081 and uend - p >= 16:  # Geneve (RFC 8926)
-                optlen = (f[p + 8] & 0x3F) * 4
-                if _H.unpack_from(f, p + 10)[0] == 0x6558:
-                    inner = _ether(f, p + 16 + optlen, uend, "Geneve", depth + 1)
-                    if inner is not None:
-                        return inner
-        return (UDP, src, dst, sport, dport, 0, 0, f[p + 8:uend], iplen, tun)
+        if depth < MAX_DEPTH and (dport in UDP_TUNNELS or sport in UDP_TUNNELS):
+            inner = _udp_tunnel(f, p + 8, uend, sport, dport, depth + 1)
+            if inner is not None:
+                return (*inner[:10], (src, dst, sport, dport, iplen, uend - p - 8))
+        return (UDP, src, dst, sport, dport, 0, 0, f[p + 8:uend], iplen, tun, None)
     if proto in (ICMP, ICMP6):
         if end - p < 4:
             return None
@@ -226,7 +222,8 @@ def _transport(f: memoryview, p: int, end: int, proto: int, src: bytes, dst: byt
             other = replies[typ]
         else:
             other = code
-        return (proto, src, dst, typ, other, 0, 0, f[p + 4:end], iplen, tun)
+        # Zeek counts ICMP payload after the 8-byte header (type, code, checksum, rest).
+        return (proto, src, dst, typ, other, 0, 0, f[p + 8:end], iplen, tun, None)
     inner = None
     if depth < MAX_DEPTH:
         if proto == 4:  # IP in IP (RFC 2003)
@@ -238,7 +235,57 @@ def _transport(f: memoryview, p: int, end: int, proto: int, src: bytes, dst: byt
     if inner is not None:
         return inner
     # Another protocol (GRE we cannot open, ESP, VRRP, PIM, OSPF ...): a flow without ports.
-    return (proto, src, dst, 0, 0, 0, 0, f[p:end], iplen, tun)
+    return (proto, src, dst, 0, 0, 0, 0, f[p:end], iplen, tun, None)
+
+
+UDP_TUNNELS: Final = frozenset({4789, 6081, 2152, 3544, 5072})
+
+
+def _udp_tunnel(f: memoryview, q: int, end: int, sport: int, dport: int,
+                depth: int) -> Decoded | None:
+    """The packet inside a UDP encapsulation, or None when it is not one after all."""
+    if end - q < 8:
+        return None
+    if dport == 4789:  # VXLAN (RFC 7348): 8-byte header, then Ethernet
+        return _ether(f, q + 8, end, "VXLAN", depth)
+    if dport == 6081:  # Geneve (RFC 8926): options, protocol type
+        if _H.unpack_from(f, q + 2)[0] == 0x6558:
+            return _ether(f, q + 8 + (f[q] & 0x3F) * 4, end, "Geneve", depth)
+        return None
+    if dport == 2152 or sport == 2152:  # GTP-U (3GPP TS 29.281): G-PDU only
+        flags, mtype = f[q], f[q + 1]
+        if flags >> 5 != 1 or mtype != 0xFF:
+            return None
+        r = q + 8
+        if flags & 0x07:  # sequence number, N-PDU number, next extension header type
+            nxt = f[r + 3]
+            r += 4
+            while nxt and r < end:  # extension headers: length in 4-octet units
+                ln = f[r] * 4
+                if ln == 0:
+                    return None
+                nxt = f[r + ln - 1]
+                r += ln
+        return _ip(f, r, end, "GTPv1", depth)
+    if dport == 3544 or sport == 3544:  # Teredo (RFC 4380): optional indicators, IPv6
+        r = q
+        if f[r] == 0 and f[r + 1] == 1:  # authentication indicator
+            r += 13 + f[r + 2] + f[r + 3]
+        if r + 8 <= end and f[r] == 0 and f[r + 1] == 0:  # origin indication
+            r += 8
+        if r < end and f[r] >> 4 == 6:
+            return _ipv6(f, r, end, "Teredo", depth)
+        return None
+    if dport == 5072 or sport == 5072:  # AYIYA: identity and signature, then the packet
+        idlen, siglen, nxt = 1 << (f[q] >> 4), (f[q + 1] >> 4) * 4, f[q + 3]
+        if f[q + 2] & 0x0F != 1:  # opcode 1: forward
+            return None
+        r = q + 8 + idlen + siglen
+        if nxt == 41:
+            return _ipv6(f, r, end, "AYIYA", depth)
+        if nxt == 4:
+            return _ipv4(f, r, end, "AYIYA", depth)
+    return None
 
 
 def _gre(f: memoryview, p: int, end: int, depth: int) -> Decoded | None:

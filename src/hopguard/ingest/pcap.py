@@ -71,7 +71,7 @@ class PcapFormat(Format):
                         unknown_links.add(linktype)
                         logger.warning("%s: link type %d is not decoded", ctx.path, linktype)
                     continue
-                packet(ts, offset, d)
+                packet(ts, offset, d, len(data))
         except CaptureDamaged as exc:
             sink.error(SourceLocation(path=str(ctx.path), offset=exc.offset, record=n + 1),
                        exc.reason)

@@ -92,13 +92,19 @@ _table(
     _c("dst_pkts", I64, "destination.packets"),
     _c("src_ip_bytes", I64, "", "IP-level bytes sent by the originator (Zeek orig_ip_bytes)"),
     _c("dst_ip_bytes", I64, "", "IP-level bytes sent by the responder (Zeek resp_ip_bytes)"),
+    _c("src_frame_bytes", I64, "",
+       "captured bytes of the originator's whole frames, link and tunnel headers included "
+       "(packet engine; what nDPI counts)"),
+    _c("dst_frame_bytes", I64, "", "the same for the responder"),
     _c("state", STR, "zeek.connection.state", "Zeek conn_state vocabulary (S0, SF, REJ ...)"),
     _c("history", STR, "zeek.connection.history"),
     _c("local_orig", BOOL, ""),
     _c("local_resp", BOOL, ""),
     _c("community_id", STR, "network.community_id"),
     _c("tunnel_parents", STRS, "", "uids of enclosing tunnels"),
-    _c("tunnel", STR, "", "encapsulation the packets came in (packet engine): GRE, VXLAN, IP ..."),
+    _c("tunnel", STR, "",
+       "encapsulation the packets came in (packet engine; the innermost when nested): GRE, "
+       "VXLAN, Geneve, GTPv1, Teredo, AYIYA, IP"),
     _c("src_bursts", TSS, "", "activity sketch: burst start times after idle gaps, originator"),
     _c("dst_bursts", TSS, "", "activity sketch: burst start times after idle gaps, responder"),
 )
