@@ -52,8 +52,13 @@ lab-data: $(STAMP) system-deps
 	@[ "$$(id -u)" = 0 ] || { echo "make lab-data needs root (network namespaces, audit)"; exit 1; }
 	$(BIN)/python -m hopguard.lab.examples --dest examples/lab
 
+# bench/pcap.py compares packet ingest with these (installed as root, like system-deps).
+BENCH_APT := tshark libndpi-bin
+
 bench: $(STAMP)
+	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(BENCH_APT)"
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/pcap.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

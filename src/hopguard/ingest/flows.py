@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import socket
 from collections import deque
 from collections.abc import Callable
@@ -46,15 +47,19 @@ from hopguard.parsers import tls as tlsp
 from hopguard.parsers.base import ORIG, RESP, Malformed, TunnelOpened
 from hopguard.parsers.ciphers import cipher_name
 
+logger = logging.getLogger(__name__)
+
 FIN: Final = 0x01
 SYN: Final = 0x02
 RST: Final = 0x04
 ACK: Final = 0x10
 SEQ_MASK: Final = 0xFFFFFFFF
-SWEEP_EVERY: Final = 30_000_000  # µs of capture time between idle sweeps
+SWEEP_EVERY: Final = 60_000_000  # µs of capture time between idle sweeps
 DNS_PORTS: Final = frozenset({53, 5353, 5355})
 MAX_PENDING_SEGMENTS: Final = 64
 MAX_QUIC_DATAGRAMS: Final = 16
+FINGERPRINT_CACHE: Final = 4096
+PROBE_BYTES: Final = 8192  # how far into an unparsed stream a late TLS start is looked for
 PROBE: Final = "probe"  # Flow.session while watching an unparsed stream for a late TLS start
 PROTO_NAMES: Final = {TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMP6: "icmp", 2: "igmp", 47: "gre",
                       50: "esp", 51: "ah", 89: "ospf", 103: "pim", 112: "vrrp", 132: "sctp"}
@@ -171,6 +176,7 @@ class Flow:
         "proxy_pending",
         "quic",
         "seq0",
+        "serial",
         "services",
         "session",
         "ssh",
@@ -213,6 +219,7 @@ class Flow:
         self.quic: Any = None
         self.active = True
         self.timeout = 0
+        self.serial = 0
 
 
 class FlowTable:
@@ -225,6 +232,7 @@ class FlowTable:
         self.emit_flow = emit_flow
         self.anomaly = anomaly or (lambda what: None)
         self.flows: dict[tuple[int, bytes, int, bytes, int], tuple[Flow, int]] = {}
+        self.live: dict[int, Flow] = {}  # the same flows once each, in opening order
         self.count = 0
         self.uid_prefix = uid_prefix
         self.next_sweep = 0
@@ -234,6 +242,8 @@ class FlowTable:
         self.active_us = int(settings.active_timeout * 1e6)
         self.gap = int(settings.burst_gap * 1e6)
         self.max_bursts = settings.max_bursts
+        self.failed_parsers: set[str] = set()
+        self._fp_cache: dict[tuple[Any, ...], tuple[str, str]] = {}
 
     # -- per packet ---------------------------------------------------------------------
 
@@ -345,12 +355,14 @@ class FlowTable:
             key = (src, sport, dst, dport)
             dr = ORIG
         fl = Flow(uid, proto, key, ts, offset, tunnel)
+        fl.serial = self.count
         fl.timeout = self.timeouts.get(proto, 60_000_000)
         if flipped and proto == TCP:
             fl.history.append("^")
         o, op, r, rp = key
         self.flows[(proto, o, op, r, rp)] = (fl, ORIG)
         self.flows[(proto, r, rp, o, op)] = (fl, RESP)
+        self.live[self.count] = fl
         if proto == UDP and (op in DNS_PORTS or rp in DNS_PORTS):
             fl.session = "dns"
             # QUIC is recognised on the first datagram (see _udp); anything else is not parsed.
@@ -436,6 +448,9 @@ class FlowTable:
         requests of MySQL and PostgreSQL, RDP's X.224 negotiation), which begins a client
         segment with a ClientHello record."""
         fl.head = [b"", b""]
+        if fl.streams is not None:  # upgrades happen in the first exchanges: look no further
+            for st in fl.streams:
+                st.limit = min(st.limit, max(st.delivered, PROBE_BYTES))
         return PROBE
 
     def _widen(self, fl: Flow, limit: int) -> None:
@@ -450,12 +465,24 @@ class FlowTable:
         return session
 
     def _feed(self, fl: Flow, session: Any, dr: int, data: bytes, ts: int) -> None:
-        for ev in session.feed(dr, data):
-            self._event(fl, ev, ts)
-            if fl.session is not session:
-                return  # a tunnel opened: the rest went to the inner session
+        try:
+            for ev in session.feed(dr, data):
+                self._event(fl, ev, ts)
+                if fl.session is not session:
+                    return  # a tunnel opened: the rest went to the inner session
+        except Exception:  # a parser bug must not cost the capture: isolate it
+            self._parser_failed(fl, type(session).__name__)
+            return
         if session.done and fl.session is session:
             fl.parsing = False
+
+    def _parser_failed(self, fl: Flow, parser: str) -> None:
+        """Stop parsing the flow, count the failure, log it once per parser."""
+        fl.parsing = False
+        self.anomaly(f"internal parser error ({parser})")
+        if parser not in self.failed_parsers:
+            self.failed_parsers.add(parser)
+            logger.exception("%s failed on flow %s; its rows may be incomplete", parser, fl.uid)
 
     # -- UDP ------------------------------------------------------------------------------
 
@@ -465,6 +492,9 @@ class FlowTable:
                 msg = dnsp.parse_dns(bytes(payload))
             except ProtocolError:
                 self.anomaly("malformed DNS message")
+                return
+            except Exception:
+                self._parser_failed(fl, "parse_dns")
                 return
             self._dns(fl, msg, ts)
             if "dns" not in fl.services:
@@ -476,8 +506,12 @@ class FlowTable:
                 return
             fl.quic = quicp.QuicSession()
             fl.services.append("quic")
-        for ev in fl.quic.feed(dr, bytes(payload)):
-            self._event(fl, ev, ts)
+        try:
+            for ev in fl.quic.feed(dr, bytes(payload)):
+                self._event(fl, ev, ts)
+        except Exception:
+            self._parser_failed(fl, "QuicSession")
+            return
         if fl.quic.done or fl.pkts[ORIG] + fl.pkts[RESP] >= MAX_QUIC_DATAGRAMS:
             fl.parsing = False
 
@@ -494,8 +528,7 @@ class FlowTable:
             row = fl.tls = self._conn(fl, ts)
             row["sni"] = ev.sni
             row["alpn"] = list(ev.alpn) or None
-            row["ja3"] = ev.ja3()
-            row["ja4"] = ev.ja4("q" if fl.proto == UDP else "t")
+            row["ja3"], row["ja4"] = self._fingerprints(ev, "q" if fl.proto == UDP else "t")
             row["version"] = TLS_VERSIONS.get(ev.tls_version())
             row["established"] = False
         elif isinstance(ev, tlsp.ServerHello):
@@ -563,6 +596,18 @@ class FlowTable:
             self._tunnel(fl, ev, ts)
         elif isinstance(ev, Malformed):
             self.anomaly(f"malformed {fl.services[-1] if fl.services else 'stream'}")
+
+    def _fingerprints(self, ev: Any, transport: str) -> tuple[str, str]:
+        """JA3 and JA4 of a ClientHello, memoised: a network's clients send few distinct
+        hellos, and everything both hashes depend on is in the key (not SNI's value)."""
+        key = (transport, ev.legacy_version, ev.supported_versions, ev.ciphers, ev.extensions,
+               ev.groups, ev.point_formats, ev.sig_algs, ev.alpn)
+        got = self._fp_cache.get(key)
+        if got is None:
+            if len(self._fp_cache) >= FINGERPRINT_CACHE:
+                self._fp_cache.clear()
+            got = self._fp_cache[key] = (ev.ja3(), ev.ja4(transport))
+        return got
 
     def _tunnel(self, fl: Flow, ev: TunnelOpened, ts: int) -> None:
         fl.session = None
@@ -666,6 +711,7 @@ class FlowTable:
         p = fl.proto
         self.flows.pop((p, o, op, r, rp), None)
         self.flows.pop((p, r, rp, o, op), None)
+        self.live.pop(fl.serial, None)
         self._flush_tls(fl)
         self._flush_proxy(fl)
         for row in fl.http_pending:
@@ -685,17 +731,11 @@ class FlowTable:
     def sweep(self, now: int) -> None:
         """Close every flow idle for longer than its timeout."""
         self.next_sweep = now + SWEEP_EVERY
-        stale = []
-        seen: set[int] = set()
-        for fl, dr in self.flows.values():
-            if dr == ORIG and id(fl) not in seen and now - fl.last > fl.timeout:
-                seen.add(id(fl))
-                stale.append(fl)
-        for fl in stale:
+        for fl in [f for f in self.live.values() if now - f.last > f.timeout]:
             self._close(fl)
 
     def finish(self) -> None:
-        for fl in [f for f, dr in self.flows.values() if dr == ORIG]:
+        for fl in list(self.live.values()):
             self._close(fl)
 
 

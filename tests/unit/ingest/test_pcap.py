@@ -326,3 +326,21 @@ def test_gtp_and_teredo_inner_flows(tmp_path: Path, ingest: Ingest, store: Store
     got = {(f["src_ip"], f["dst_port"], f["tunnel"], f["service"]) for f in flows(store)}
     assert got == {("10.0.0.1", 80, "GTPv1", "http"), ("2001::1", 80, "Teredo", None),
                    ("192.0.2.1", 2152, None, "gtpv1"), ("192.0.2.2", 3544, None, "teredo")}
+
+
+def test_a_failing_parser_costs_only_its_flow(tmp_path: Path, ingest: Ingest, store: Store,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    from hopguard.parsers import http
+
+    def broken(self: object, direction: int, data: bytes) -> list[object]:
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr(http.HttpSession, "feed", broken)
+    pk = tcp_session("10.0.0.1", "10.0.0.2", 40000, 80, REQ, RESP) + \
+        tcp_session("10.0.0.1", "10.0.0.2", 40001, 80, REQ, RESP)
+    result = ingest(write(tmp_path, pcap(pk)))
+    assert result.failure is None and result.stats.errors == 0
+    assert result.stats.skipped["internal parser error (HttpSession)"] == 2
+    assert len(flows(store)) == 2
+    assert sum("HttpSession failed" in r.message for r in caplog.records) == 1  # logged once
