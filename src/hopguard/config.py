@@ -74,6 +74,9 @@ class PacketSettings:
         min=0.01, max=3600)
     max_bursts: int = option(256, "Bursts kept per direction in the activity sketch.", min=1,
                              max=100_000)
+    workers: int = option(
+        0, "Processes that read one capture in parallel, each keeping a share of the "
+        "connections (0: one per CPU for captures of 64 MiB or more, else 1).", min=0, max=8)
     rotate: float = option(
         60.0, "Seconds per stored segment of a live capture (each segment is one transaction).",
         min=1, max=86400)

@@ -89,7 +89,7 @@ def flow_settings(s: Settings) -> FlowSettings:
     return FlowSettings(reassembly_bytes=p.reassembly_bytes, tcp_timeout=p.tcp_timeout,
                         udp_timeout=p.udp_timeout, icmp_timeout=p.icmp_timeout,
                         active_timeout=p.active_timeout, burst_gap=p.burst_gap,
-                        max_bursts=p.max_bursts)
+                        max_bursts=p.max_bursts, workers=p.workers)
 
 
 def run_ingest(env: Env, inputs: Sequence[Path], *, sensor: str | None, fmt: str | None,

@@ -156,6 +156,11 @@ class RowSink:
             self.stats.shown.append(RecordError(location, message))
         logger.debug("bad record at %s: %s", location, message)
 
+    def write_batch(self, table_name: str, batch: pa.Table) -> None:
+        """Store a ready Arrow batch of the model's schema (rows made in another process)."""
+        self._write(table_name, batch)
+        self.added_externally(table_name, batch.num_rows)
+
     def added_externally(self, table_name: str, n: int) -> None:
         """Rows a format wrote through the store directly (bulk SQL paths)."""
         self.stats.added[table_name] = self.stats.added.get(table_name, 0) + n

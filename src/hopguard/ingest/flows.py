@@ -78,6 +78,13 @@ FLOW_LAYOUT: Final = (
 TLS_VERSIONS: Final = {0x0300: "SSLv3", 0x0301: "TLSv10", 0x0302: "TLSv11", 0x0303: "TLSv12",
                        0x0304: "TLSv13"}
 
+def tls_version_name(v: int) -> str | None:
+    """Zeek's names: TLSv12, TLSv13, and TLSv13-draftNN for the drafts (0x7fNN)."""
+    if v >> 8 == 0x7F:
+        return f"TLSv13-draft{v & 0xFF}"
+    return TLS_VERSIONS.get(v)
+
+
 Emit = Callable[[str, dict[str, Any]], None]
 EmitFlow = Callable[[tuple[Any, ...]], None]
 
@@ -85,6 +92,7 @@ EmitFlow = Callable[[tuple[Any, ...]], None]
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FlowSettings:
     reassembly_bytes: int = 32 * 1024
+    workers: int = 0  # capture readers in parallel; 0: one per CPU for large captures
     http_bytes: int = 1024 * 1024  # HTTP connections: later requests matter (keep-alive proxies)
     tcp_timeout: float = 300.0
     udp_timeout: float = 60.0
@@ -439,6 +447,12 @@ class FlowTable:
             return self._probe(fl)
         if r.startswith(b"SSH-"):
             return self._service(fl, "ssh", sshp.SshSession())
+        if len(r) > 5 and r[5] == 2 and tlsp.looks_like_tls(r):
+            # The capture missed the ClientHello: the ServerHello still gives JA3S and the
+            # certificate.
+            return self._service(fl, "ssl", tlsp.TlsSession())
+        if r.startswith(b"HTTP/") and len(r) <= 4096:
+            return None  # an answer before its request (CVE-2018-6794): wait for the request
         if len(r) >= 4 and not b"SSH-".startswith(r[:4]):
             return self._probe(fl)  # a server that talks first (SMTP, FTP, IMAP, POP3 ...)
         return None
@@ -529,13 +543,13 @@ class FlowTable:
             row["sni"] = ev.sni
             row["alpn"] = list(ev.alpn) or None
             row["ja3"], row["ja4"] = self._fingerprints(ev, "q" if fl.proto == UDP else "t")
-            row["version"] = TLS_VERSIONS.get(ev.tls_version())
+            row["version"] = tls_version_name(ev.tls_version())
             row["established"] = False
         elif isinstance(ev, tlsp.ServerHello):
             row = fl.tls if fl.tls is not None else self._conn(fl, ts)
             fl.tls = row
             row["ja3s"] = ev.ja3s()
-            row["version"] = TLS_VERSIONS.get(ev.tls_version())
+            row["version"] = tls_version_name(ev.tls_version())
             row["cipher"] = cipher_name(ev.cipher)
             if ev.alpn:
                 row["alpn"] = [ev.alpn]
@@ -742,8 +756,10 @@ class FlowTable:
 def _state(fl: Flow) -> str:
     """Zeek's conn_state from the history bits of each side."""
     if fl.proto != TCP:
-        if fl.proto == UDP:
-            return "SF" if fl.pkts[RESP] else "S0"
+        if fl.proto == UDP:  # Zeek: both sides active SF, only the originator S0, else SHR
+            if fl.pkts[ORIG]:
+                return "SF" if fl.pkts[RESP] else "S0"
+            return "SHR"
         return "OTH"
     o, r = fl.flags
     syn, synack = bool(o & _S), bool(r & _H)

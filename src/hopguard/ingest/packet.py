@@ -74,7 +74,8 @@ def decode(linktype: int, f: memoryview) -> Decoded | None:
                             total or n - 14, None, None)
             elif proto == UDP:
                 sport, dport, ulen = _UDP.unpack_from(f, 34)
-                if dport not in UDP_TUNNELS and sport not in UDP_TUNNELS:  # else: full path
+                if dport not in UDP_TUNNELS and sport not in UDP_TUNNELS and \
+                        not (ulen >= 48 and f[42] >> 4 == 6):  # else: the full path
                     uend = 34 + ulen if ulen >= 8 and 34 + ulen <= end else end
                     return (UDP, src, dst, sport, dport, 0, 0, f[42:uend], total or n - 14,
                             None, None)
@@ -92,6 +93,8 @@ def decode(linktype: int, f: memoryview) -> Decoded | None:
         if linktype == 229:
             return _ipv6(f, 0, n, None, 0)
         if linktype == 9:  # PPP (RFC 1661), with or without HDLC-like address and control
+            if f[0] in (0x0F, 0x8F):  # Cisco HDLC framing in a PPP capture (as tshark reads)
+                return _ethertype(f, 4, n, _H.unpack_from(f, 2)[0], None, 0)
             o = 2 if f[0] == 0xFF and f[1] == 0x03 else 0
             proto = _H.unpack_from(f, o)[0]
             return _ipv4(f, o + 2, n, None, 0) if proto == 0x0021 else \
@@ -205,8 +208,14 @@ def _transport(f: memoryview, p: int, end: int, proto: int, src: bytes, dst: byt
             return None
         sport, dport, ulen = _UDP.unpack_from(f, p)
         uend = p + ulen if ulen >= 8 and p + ulen <= end else end
-        if depth < MAX_DEPTH and (dport in UDP_TUNNELS or sport in UDP_TUNNELS):
-            inner = _udp_tunnel(f, p + 8, uend, sport, dport, depth + 1)
+        if depth < MAX_DEPTH:
+            inner = None
+            if dport in UDP_TUNNELS or sport in UDP_TUNNELS:
+                inner = _udp_tunnel(f, p + 8, uend, sport, dport, depth + 1)
+            elif _bare_ipv6(f, p + 8, uend):
+                # Teredo between a relay and a client uses neither side's port 3544: like
+                # Zeek, recognise it by an IPv6 header that fills the datagram exactly.
+                inner = _ipv6(f, p + 8, uend, "Teredo", depth + 1)
             if inner is not None:
                 return (*inner[:10], (src, dst, sport, dport, iplen, uend - p - 8))
         return (UDP, src, dst, sport, dport, 0, 0, f[p + 8:uend], iplen, tun, None)
@@ -238,7 +247,13 @@ def _transport(f: memoryview, p: int, end: int, proto: int, src: bytes, dst: byt
     return (proto, src, dst, 0, 0, 0, 0, f[p:end], iplen, tun, None)
 
 
-UDP_TUNNELS: Final = frozenset({4789, 6081, 2152, 3544, 5072})
+UDP_TUNNELS: Final = frozenset({4789, 4790, 6081, 2152, 3544, 5072})
+
+
+def _bare_ipv6(f: memoryview, q: int, end: int) -> bool:
+    """A UDP payload that is exactly one IPv6 packet carrying TCP, UDP or ICMPv6."""
+    return end - q >= 40 and f[q] >> 4 == 6 and \
+        _H.unpack_from(f, q + 4)[0] + 40 == end - q and f[q + 6] in (TCP, UDP, ICMP6, 59)
 
 
 def _udp_tunnel(f: memoryview, q: int, end: int, sport: int, dport: int,
@@ -248,6 +263,15 @@ def _udp_tunnel(f: memoryview, q: int, end: int, sport: int, dport: int,
         return None
     if dport == 4789:  # VXLAN (RFC 7348): 8-byte header, then Ethernet
         return _ether(f, q + 8, end, "VXLAN", depth)
+    if dport == 4790:  # VXLAN-GPE (draft-ietf-nvo3-vxlan-gpe): next protocol in byte 3
+        nxt = f[q + 3] if f[q] & 0x04 else 3
+        if nxt == 1:
+            return _ipv4(f, q + 8, end, "VXLAN", depth)
+        if nxt == 2:
+            return _ipv6(f, q + 8, end, "VXLAN", depth)
+        if nxt == 3:
+            return _ether(f, q + 8, end, "VXLAN", depth)
+        return None
     if dport == 6081:  # Geneve (RFC 8926): options, protocol type
         if _H.unpack_from(f, q + 2)[0] == 0x6558:
             return _ether(f, q + 8 + (f[q] & 0x3F) * 4, end, "Geneve", depth)

@@ -344,3 +344,55 @@ def test_a_failing_parser_costs_only_its_flow(tmp_path: Path, ingest: Ingest, st
     assert result.stats.skipped["internal parser error (HttpSession)"] == 2
     assert len(flows(store)) == 2
     assert sum("HttpSession failed" in r.message for r in caplog.records) == 1  # logged once
+
+
+def test_parallel_readers_store_the_same_rows(tmp_path: Path) -> None:
+    from hopguard.ingest.flows import FlowSettings
+    from hopguard.ingest.pipeline import ingest_file
+    from tests.conftest import ROOT
+    capture = ROOT / "examples" / "lab" / "socks-servers" / "capture.pcap.gz"
+    got = []
+    for workers in (1, 3):
+        store = Store.open(":memory:")
+        result = ingest_file(store, capture, sensor="t", flow=FlowSettings(workers=workers))
+        assert result.failure is None and result.stats.errors == 0
+        rows = {}
+        for name in ("flow", "tls", "http", "proxy", "dns", "ssh"):
+            # uids differ by worker: compare everything else
+            rows[name] = sorted(
+                tuple(str(v) for k, v in r.items() if k not in ("uid", "file_id"))
+                for r in store.query(f"SELECT * FROM {name}").to_pylist())
+        got.append((rows, result.stats.records, result.stats.added))
+        store.close()
+    assert got[0] == got[1]
+    assert got[0][0]["proxy"] and got[0][0]["tls"]
+
+
+def test_parallel_readers_report_damage_once(tmp_path: Path) -> None:
+    from hopguard.ingest.flows import FlowSettings
+    from hopguard.ingest.pipeline import ingest_file
+    data = pcap(tcp_session("10.0.0.1", "10.0.0.2", 40000, 80, REQ, RESP) +
+                tcp_session("10.0.0.3", "10.0.0.4", 40001, 80, REQ, RESP))
+    path = write(tmp_path, data[:-10])
+    store = Store.open(":memory:")
+    result = ingest_file(store, path, sensor="t", flow=FlowSettings(workers=2))
+    assert result.failure is None and result.stats.errors == 1
+    assert len(store.query("SELECT * FROM flow").to_pylist()) == 2
+
+
+def test_a_failing_reader_process_stores_nothing(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from hopguard.errors import HopguardError
+    from hopguard.ingest.flows import FlowSettings, FlowTable
+    from hopguard.ingest.pipeline import ingest_file
+
+    def broken(self: FlowTable) -> None:
+        raise RuntimeError("reader bug")
+
+    monkeypatch.setattr(FlowTable, "finish", broken)  # inherited by the forked readers
+    path = write(tmp_path, pcap(tcp_session("10.0.0.1", "10.0.0.2", 40000, 80, REQ, RESP)))
+    store = Store.open(":memory:")
+    with pytest.raises(HopguardError, match="a capture reader failed: RuntimeError: reader bug"):
+        ingest_file(store, path, sensor="t", flow=FlowSettings(workers=2))
+    assert sum(store.counts().values()) == 0
+    assert store.query("SELECT count(*) AS n FROM source_file").to_pylist() == [{"n": 0}]
