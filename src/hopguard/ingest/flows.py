@@ -515,13 +515,22 @@ class FlowTable:
                 fl.services.append("dns")
             return
         if fl.quic is None:
-            if dr != ORIG or fl.pkts[ORIG] > 1 or not quicp.looks_like_quic_initial(bytes(payload)):
-                fl.parsing = False
+            # A client opens QUIC with a padded long-header datagram: an Initial, or 0-RTT
+            # ahead of it, or an Initial of a version the server will refuse (the session
+            # follows version negotiation). Give the first three client datagrams a chance.
+            if dr != ORIG:
+                return
+            if not ((len(payload) >= quicp.MIN_INITIAL_DATAGRAM and payload[0] & 0xC0 == 0xC0)
+                    or quicp.looks_like_quic_initial(bytes(payload))):
+                if fl.pkts[ORIG] >= 3:
+                    fl.parsing = False
                 return
             fl.quic = quicp.QuicSession()
-            fl.services.append("quic")
         try:
             for ev in fl.quic.feed(dr, bytes(payload)):
+                hello = isinstance(ev, tlsp.ClientHello | tlsp.ServerHello)
+                if hello and "quic" not in fl.services:
+                    fl.services.append("quic")
                 self._event(fl, ev, ts)
         except Exception:
             self._parser_failed(fl, "QuicSession")

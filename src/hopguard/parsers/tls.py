@@ -38,8 +38,16 @@ Fingerprints are computed on demand from the parsed hellos, which keep every val
 * JA3 / JA3S: https://github.com/salesforce/ja3 (MD5 of a decimal, comma/dash joined string);
 * JA4 (client, BSD-3-Clause): https://github.com/FoxIO-LLC/ja4/blob/main/technical_details/JA4.md
 
-The SSL 2.0-compatible ClientHello (RFC 5246 Appendix E.2) has no record layer and is reported
-as :class:`Malformed`; nothing sends it any more but scanners.
+The SSL 2.0-compatible ClientHello (RFC 5246 Appendix E.2) has its own 2-byte record header
+and layout; it is decoded by :func:`decode_sslv2_client_hello` into the same
+:class:`ClientHello` (no extensions), and the server's TLS records that answer it are read as
+usual. Nothing but old stacks and scanners sends it any more.
+
+Leniency. A few malformations that Wireshark reports as warnings rather than errors, and that
+it and nDPI still fingerprint, are accepted and listed in ``ClientHello.quirks`` (see the
+``QUIRK_*`` constants): an odd-length cipher_suites vector (its last byte is ignored), an
+empty cipher_suites or compression_methods vector, and one stray byte where the extensions
+block would start. Every other framing error is a :class:`DecodeError`.
 
 Strings from the wire (the SNI host name, ALPN protocol names) are decoded as Latin-1, so every
 byte maps to one character and the original bytes can always be recovered with
@@ -71,6 +79,7 @@ __all__ = [
     "decode_certificates",
     "decode_client_hello",
     "decode_server_hello",
+    "decode_sslv2_client_hello",
     "is_grease",
     "looks_like_tls",
 ]
@@ -112,6 +121,13 @@ MAX_RECORD: Final = 2**14 + 2048
 #: The largest handshake message we buffer, except Certificate (see the module docstring).
 MAX_MESSAGE: Final = 64 * 1024
 MAX_CERTIFICATE_MESSAGE: Final = 256 * 1024
+
+# ClientHello.quirks: the leniencies a hello needed (module docstring, "Leniency").
+QUIRK_SSLV2: Final = "sslv2-hello"  # SSL 2.0-compatible format (RFC 5246 Appendix E.2)
+QUIRK_ODD_CIPHERS: Final = "odd-cipher-suites-length"
+QUIRK_NO_CIPHERS: Final = "no-cipher-suites"
+QUIRK_NO_COMPRESSION: Final = "no-compression-methods"
+QUIRK_STRAY_BYTE: Final = "stray-byte-after-compression-methods"
 
 #: ServerHello.random of a HelloRetryRequest: SHA-256("HelloRetryRequest") (RFC 8446 §4.1.3).
 HELLO_RETRY_RANDOM: Final = bytes.fromhex(
@@ -170,7 +186,8 @@ class ClientHello:
 
     ``sni`` is the first ``host_name`` of the server_name extension (None when the extension is
     absent or holds no host name). ``alpn`` lists the offered protocols. ``supported_versions``
-    is empty when the extension is absent (TLS 1.2 and older clients).
+    is empty when the extension is absent (TLS 1.2 and older clients). ``quirks`` names the
+    leniencies the hello needed (``QUIRK_*``), empty for a well-formed one.
     """
 
     legacy_version: int
@@ -182,6 +199,7 @@ class ClientHello:
     groups: tuple[int, ...] = ()
     point_formats: tuple[int, ...] = ()
     sig_algs: tuple[int, ...] = ()
+    quirks: tuple[str, ...] = ()
 
     def ja3_string(self) -> str:
         """JA3's input: ``SSLVersion,Ciphers,Extensions,EllipticCurves,EllipticCurvePointFormats``.
@@ -392,10 +410,11 @@ class _Reader:
         self._pos = self._end
         return self._buf[pos : self._end]
 
-    def u16s(self, what: str) -> tuple[int, ...]:
-        """The rest of this reader as a list of uint16 (odd length is a DecodeError)."""
+    def u16s(self, what: str, *, odd_ok: bool = False) -> tuple[int, ...]:
+        """The rest of this reader as a list of uint16. An odd length is a DecodeError, or with
+        ``odd_ok`` its last byte is skipped."""
         n = self._end - self._pos
-        if n % 2:
+        if n % 2 and not odd_ok:
             raise DecodeError(f"{what}: odd length {n}")
         pos = self._need(n, what)
         return struct.unpack_from(f">{n // 2}H", self._buf, pos)
@@ -465,12 +484,23 @@ def decode_client_hello(body: bytes | memoryview) -> ClientHello:
     session_id = r.vector(1, "legacy_session_id")
     if session_id.remaining() > 32:
         raise DecodeError(f"legacy_session_id: {session_id.remaining()} bytes, at most 32")
+    quirks: list[str] = []
     suites = r.vector(2, "cipher_suites")
-    ciphers = suites.u16s("cipher_suites")
+    if suites.remaining() % 2:
+        # Wireshark warns "1 trailing byte was unprocessed" and fingerprints the suites
+        # before it; a JA3 from the whole ones is the only one there can be.
+        quirks.append(QUIRK_ODD_CIPHERS)
+    ciphers = suites.u16s("cipher_suites", odd_ok=True)
     if not ciphers:
-        raise DecodeError("cipher_suites: empty (at least one required)")
+        quirks.append(QUIRK_NO_CIPHERS)  # <2..2^16-2>: a Wireshark warning, not an error
     if r.vector(1, "legacy_compression_methods").remaining() == 0:
-        raise DecodeError("legacy_compression_methods: empty (at least one required)")
+        quirks.append(QUIRK_NO_COMPRESSION)  # <1..2^8-1>: likewise a warning
+    if r.remaining() == 1:
+        # One byte where the 2-byte extensions length would be: no extensions block can
+        # start there. Wireshark still prints a JA3 for such a hello, nDPI reads on to the
+        # ServerHello; we take the hello as having no extensions.
+        quirks.append(QUIRK_STRAY_BYTE)
+        r.skip(1, "stray byte")
 
     ext_types: list[int] = []
     sni: str | None = None
@@ -524,7 +554,39 @@ def decode_client_hello(body: bytes | memoryview) -> ClientHello:
         groups=groups,
         point_formats=point_formats,
         sig_algs=sig_algs,
+        quirks=tuple(quirks),
     )
+
+
+#: The fixed part of an SSL 2.0 CLIENT-HELLO after its message type: version, then the lengths
+#: of the cipher specs, the session ID and the challenge.
+_SSLV2_HELLO: Final = struct.Struct(">HHHH")
+
+
+def decode_sslv2_client_hello(body: bytes | memoryview) -> ClientHello:
+    """Decode an SSL 2.0-compatible CLIENT-HELLO (RFC 5246 Appendix E.2; SSL 2.0 draft
+    "CLIENT-HELLO"): the message after its type byte (1) and the 2-byte record header.
+
+    It carries no extensions. Its cipher specs are 3 bytes; a TLS cipher suite is sent as
+    {0x00, suite} and an SSL 2.0-only kind has a non-zero first byte and no TLS code point,
+    so only the former are kept, as TLS suites, in ``ciphers`` (and so in JA3/JA4).
+    Raises :class:`DecodeError` when the lengths disagree with the message.
+    """
+    view = memoryview(body)
+    if len(view) < _SSLV2_HELLO.size:
+        raise DecodeError(f"SSLv2 CLIENT-HELLO: {len(view)} bytes, at least 8 required")
+    version, specs_len, session_len, challenge_len = _SSLV2_HELLO.unpack_from(view, 0)
+    if specs_len % 3:
+        raise DecodeError(f"SSLv2 cipher specs: length {specs_len} is not a multiple of 3")
+    if session_len > 32 or challenge_len > 32:
+        raise DecodeError("SSLv2 CLIENT-HELLO: session ID or challenge over 32 bytes")
+    if _SSLV2_HELLO.size + specs_len + session_len + challenge_len != len(view):
+        raise DecodeError("SSLv2 CLIENT-HELLO: lengths disagree with the message length")
+    specs = view[_SSLV2_HELLO.size : _SSLV2_HELLO.size + specs_len]
+    ciphers = tuple(
+        (specs[i + 1] << 8) | specs[i + 2] for i in range(0, specs_len, 3) if specs[i] == 0
+    )
+    return ClientHello(legacy_version=version, ciphers=ciphers, quirks=(QUIRK_SSLV2,))
 
 
 def decode_server_hello(body: bytes | memoryview) -> ServerHello:
@@ -534,12 +596,16 @@ def decode_server_hello(body: bytes | memoryview) -> ServerHello:
     legacy_version = r.u16("legacy_version")
     random = r.take(32, "random")
     selected: int | None = None
-    draft = legacy_version >> 8 == 0x7F and legacy_version & 0xFF < 22
+    draft = legacy_version == 0x0304 or (
+        legacy_version >> 8 == 0x7F and legacy_version & 0xFF < 22
+    )
     if draft:
         # TLS 1.3 drafts before -22 (draft-ietf-tls-tls13-NN is 0x7fNN) had no session ID
         # and compression fields in ServerHello and put the draft version in its version
         # field; -22 restored the TLS 1.2 layout for middleboxes. Browsers shipped these
-        # drafts in 2016-2017, and Zeek's test captures still hold some.
+        # drafts in 2016-2017, and Zeek's test captures still hold some. Drafts before -16
+        # had no draft numbers yet and sent 0x0304 there, which no other ServerHello does
+        # (TLS 1.3 proper sends 0x0303 and supported_versions: RFC 8446 §4.1.3).
         selected = legacy_version
     else:
         session_id = r.vector(1, "legacy_session_id_echo")
@@ -733,12 +799,10 @@ def _record_prefix_error(head: memoryview | bytes, first_orig: bool) -> str | No
         ctype = head[0]
         if first_orig and ctype != CT_HANDSHAKE:
             # An SSL 2.0 record header has the high bit set in its first byte, a length in its
-            # second and the message type (1, client-hello) in its third: wait to see it.
-            if ctype & 0x80:
-                if n < 3:
-                    return None
-                if head[2] == HS_CLIENT_HELLO:
-                    return "SSLv2-compatible ClientHello (RFC 5246 Appendix E.2) not supported"
+            # second and the message type (1, client-hello) in its third: wait to see it. The
+            # caller parses such a hello (_sslv2_hello); this only vets the prefix.
+            if ctype & 0x80 and (n < 3 or head[2] == HS_CLIENT_HELLO):
+                return None
             return f"first record has content type {ctype}, expected handshake (22)"
         if not CT_CHANGE_CIPHER_SPEC <= ctype <= CT_HEARTBEAT:
             return f"unknown record content type {ctype}"
@@ -755,13 +819,33 @@ def looks_like_tls(head: bytes) -> bool:
     """Whether a client's first bytes start a TLS handshake record.
 
     Content type 22, version major 3, minor 0 to 4. With fewer than three bytes, whether those
-    bytes are consistent with that; empty input is no evidence and gives False.
+    bytes are consistent with that; empty input is no evidence and gives False. Or an SSL
+    2.0-compatible CLIENT-HELLO, which needs its first five bytes to be told from other binary
+    protocols (see :func:`_looks_like_sslv2_hello`).
     """
     if not head:
         return False
     if head[0] != CT_HANDSHAKE:
-        return False
+        return _looks_like_sslv2_hello(head)
     return _record_prefix_error(head[:3], first_orig=True) is None
+
+
+def _looks_like_sslv2_hello(head: bytes) -> bool:
+    """An SSL 2.0 record header (high bit set, 15-bit length) holding a CLIENT-HELLO (type 1)
+    of version 2.0 (0x0002) or SSL 3.0 to TLS 1.3 (RFC 5246 Appendix E.2); with its three
+    length fields present, they must add up to the record's length."""
+    if len(head) < 5 or not head[0] & 0x80 or head[2] != HS_CLIENT_HELLO:
+        return False
+    if (head[3], head[4]) != (0, 2) and (head[3] != 3 or head[4] > 4):
+        return False
+    length = ((head[0] & 0x7F) << 8) | head[1]
+    if length < 1 + _SSLV2_HELLO.size:
+        return False
+    if len(head) >= 11:
+        _, specs, session, challenge = _SSLV2_HELLO.unpack_from(head, 3)
+        total: int = 1 + _SSLV2_HELLO.size + specs + session + challenge
+        return specs % 3 == 0 and total == length
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -792,6 +876,7 @@ class TlsSession:
     def __init__(self) -> None:
         self.done = False
         self._dirs = (_DirectionState(), _DirectionState())
+        self._sslv2 = False  # the client opened with an SSL 2.0-compatible CLIENT-HELLO
         self._server_hello = False
         # The server's hello (or HelloRetryRequest) selected TLS 1.3: a ChangeCipherSpec is
         # then only a middlebox-compatibility dummy (RFC 8446 §D.4), not the start of
@@ -847,6 +932,18 @@ class TlsSession:
         while not (self.done or state.finished):
             first_orig = direction == ORIG and state.consumed + pos == 0
             avail = end - pos
+            if avail and view[pos] & 0x80 and state.consumed + pos == 0:
+                if first_orig:
+                    used = self._sslv2_hello(state, view, pos, events)
+                    if not used:
+                        break  # NEED_DATA, or Malformed
+                    pos += used
+                    continue
+                if self._sslv2:
+                    # A server that speaks only SSL 2.0 answers in its record format
+                    # (SERVER-HELLO, certificate inside): nothing we read.
+                    self._finish(state)
+                    break
             if avail < 5:
                 # Check the partial header now, so that garbage is reported on its first
                 # byte rather than once five bytes have accumulated.
@@ -888,6 +985,38 @@ class TlsSession:
                 self._finish(state)
             # Alerts and heartbeats carry nothing we record.
         return pos
+
+    def _sslv2_hello(
+        self, state: _DirectionState, view: memoryview, pos: int, events: list[object]
+    ) -> int:
+        """Parse an SSL 2.0-compatible CLIENT-HELLO at the start of the client's stream;
+        returns the bytes it used, 0 for NEED_DATA or after a Malformed."""
+        avail = len(view) - pos
+        error = _record_prefix_error(view[pos : pos + min(avail, 3)], first_orig=True)
+        if error is not None:
+            self._fail(ORIG, pos, error, events)
+            return 0
+        if avail < 3:
+            return 0
+        # RFC 5246 Appendix E.2: a 2-byte header (high bit set, 15-bit length), no padding.
+        length = ((view[pos] & 0x7F) << 8) | view[pos + 1]
+        if length > MAX_RECORD:
+            self._fail(ORIG, pos, f"SSLv2 record length {length} exceeds {MAX_RECORD}", events)
+            return 0
+        if avail - 2 < length:
+            return 0
+        try:
+            hello = decode_sslv2_client_hello(view[pos + 3 : pos + 2 + length])
+        except DecodeError as exc:
+            self._fail(ORIG, pos, str(exc), events)
+            return 0
+        events.append(hello)
+        self._sslv2 = True
+        self._finish(state)
+        if hello.legacy_version < 0x0300:
+            # A pure SSL 2.0 client: the server answers in SSL 2.0 records too, or not at all.
+            self._finish(self._dirs[RESP])
+        return 2 + length
 
     def _handshake(
         self,

@@ -1,5 +1,6 @@
-"""QUIC client Initial decryption against the RFC 9001 / RFC 9369 sample packets, and against
-packets this file protects itself (checked to reproduce the RFC samples byte for byte)."""
+"""QUIC Initial decryption against the RFC 9001 / RFC 9369 sample packets (client and server),
+and against packets this file protects itself (checked to reproduce the RFC samples byte for
+byte)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hopguard.parsers.base import ORIG, RESP, Malformed
 from hopguard.parsers.quic import (
     MAX_CRYPTO,
+    MAX_QUIET_SERVER_DATAGRAMS,
+    QUIC_MVFST_D22,
+    QUIC_MVFST_D27,
+    QUIC_T050,
+    QUIC_T051,
     QUIC_V1,
     QUIC_V2,
     QuicSession,
     initial_keys,
     looks_like_quic_initial,
 )
-from hopguard.parsers.tls import ClientHello
+from hopguard.parsers.tls import HELLO_RETRY_RANDOM, ClientHello, ServerHello
 
 DCID = bytes.fromhex("8394c8f03e515708")
 
@@ -119,7 +125,39 @@ RFC9369_A2_PACKET = bytes.fromhex(
     "a18b2faa745b6fe189cf772a9f84cbfc"
 )
 
+# RFC 9001 Appendix A.3 (and RFC 9369 Appendix A.3, same plaintext): the server Initial's
+# payload, an ACK frame and a CRYPTO frame holding a ServerHello (TLS_AES_128_GCM_SHA256,
+# extensions key_share and supported_versions), sent from connection ID f067a5502a4262b5 with
+# packet number 1 in 2 bytes.
+A3_PAYLOAD = bytes.fromhex(
+    "02000000000600405a020000560303eefce7f7b37ba1d1632e96677825ddf739"
+    "88cfc79825df566dc5430b9a045a1200130100002e00330024001d00209d3c94"
+    "0d89690b84d08a60993c144eca684d1081287c834d5311bcf32bb9da1a002b00"
+    "020304"
+)
+A3_SCID = bytes.fromhex("f067a5502a4262b5")
+A3_SERVER_HELLO = A3_PAYLOAD[9:]  # after the ACK frame and the CRYPTO frame's header
+
+# RFC 9001 Appendix A.3: the protected server Initial.
+RFC9001_A3_PACKET = bytes.fromhex(
+    "cf000000010008f067a5502a4262b5004075c0d95a482cd0991cd25b0aac406a"
+    "5816b6394100f37a1c69797554780bb38cc5a99f5ede4cf73c3ec2493a1839b3"
+    "dbcba3f6ea46c5b7684df3548e7ddeb9c3bf9c73cc3f3bded74b562bfb19fb84"
+    "022f8ef4cdd93795d77d06edbb7aaf2f58891850abbdca3d20398c276456cbc4"
+    "2158407dd074ee"
+)
+
+# RFC 9369 Appendix A.3: the same server Initial, protected as QUIC version 2.
+RFC9369_A3_PACKET = bytes.fromhex(
+    "dc6b3343cf0008f067a5502a4262b5004075d92faaf16f05d8a4398c47089698"
+    "baeea26b91eb761d9b89237bbf87263017915358230035f7fd3945d88965cf17"
+    "f9af6e16886c61bfc703106fbaf3cb4cfa52382dd16a393e42757507698075b2"
+    "c984c707f0a0812d8cd5a6881eaf21ceda98f4bd23f6fe1a3e2c43edd9ce7ca8"
+    "4bed8521e2e140"
+)
+
 DRAFT_29 = 0xFF00001D
+RESERVED_VERSION = 0x1A2A3A4A  # 0x?a?a?a?a: forces version negotiation (RFC 9000 §15)
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,9 +189,18 @@ def protect(
     scid: bytes = b"",
     token: bytes = b"",
     reserved: int = 0,
+    server: bool = False,
+    salt_version: int | None = None,
 ) -> bytes:
-    """One protected client Initial packet; ``key_dcid`` picks the DCID the keys come from."""
-    keys = initial_keys(version, dcid if key_dcid is None else key_dcid)
+    """One protected Initial packet, the client's or with ``server=True`` the server's.
+
+    ``key_dcid`` picks the DCID the keys come from (default ``dcid``), ``salt_version`` the
+    version whose keys protect it (default ``version``)."""
+    keys = initial_keys(
+        version if salt_version is None else salt_version,
+        dcid if key_dcid is None else key_dcid,
+        server=server,
+    )
     assert keys is not None
     packet_type = 1 if version == QUIC_V2 else 0
     first = 0xC0 | (packet_type << 4) | (reserved << 2) | (pn_len - 1)
@@ -186,6 +233,51 @@ def protect(
 
 def pad(frames: bytes, size: int = 1162) -> bytes:
     return frames + bytes(max(0, size - len(frames)))
+
+
+def server_initial(
+    payload: bytes, *, version: int = QUIC_V1, key_dcid: bytes = DCID, pn: int = 0, pn_len: int = 4
+) -> bytes:
+    """A server Initial answering the client's first Initial (keys from its DCID, ``DCID``):
+    the server's packets carry the client's SCID (empty here) as DCID and its own as SCID."""
+    return protect(
+        payload,
+        version=version,
+        server=True,
+        dcid=b"",
+        key_dcid=key_dcid,
+        scid=A3_SCID,
+        pn=pn,
+        pn_len=pn_len,
+    )
+
+
+def long_packet(first: int, body: bytes, *, version: int = QUIC_V1, dcid: bytes = b"") -> bytes:
+    """An unprotected long-header packet with a Length field (Handshake, 0-RTT): opaque."""
+    head = bytes([first]) + version.to_bytes(4, "big") + bytes([len(dcid)]) + dcid
+    return head + bytes([len(A3_SCID)]) + A3_SCID + varint(len(body)) + body
+
+
+def server_hello_msg(cipher: int = 0x1301, *, random: bytes = bytes(32)) -> bytes:
+    """A TLS 1.3 ServerHello (or HelloRetryRequest) handshake message: key_share and
+    supported_versions extensions."""
+    key_share = b"\x00\x33\x00\x24\x00\x1d\x00\x20" + bytes(32)
+    versions = b"\x00\x2b\x00\x02\x03\x04"
+    exts = key_share + versions
+    body = b"\x03\x03" + random + b"\x00" + cipher.to_bytes(2, "big") + b"\x00"
+    body += len(exts).to_bytes(2, "big") + exts
+    return b"\x02" + len(body).to_bytes(3, "big") + body
+
+
+def ack_frame() -> bytes:
+    return b"\x02" + varint(0) + varint(0) + varint(0) + varint(0)
+
+
+def events_of(session: QuicSession, *datagrams: tuple[int, bytes]) -> list[object]:
+    events: list[object] = []
+    for direction, datagram in datagrams:
+        events += session.feed(direction, datagram)
+    return events
 
 
 def only_hello(events: list[object]) -> ClientHello:
@@ -235,7 +327,7 @@ def test_rfc_sample_client_initial(packet: bytes) -> None:
     assert looks_like_quic_initial(packet)
     session = QuicSession()
     hello = only_hello(session.feed(ORIG, packet))
-    assert session.done
+    assert not session.done  # the ServerHello is still to come
     assert hello.sni == "example.com"
     assert hello.alpn == ("alpn",)
     assert hello.ciphers == (0x1301, 0x1302, 0x1303)[:2]
@@ -244,13 +336,38 @@ def test_rfc_sample_client_initial(packet: bytes) -> None:
     # By hand: QUIC, TLS 1.3, SNI, 2 ciphers, 11 extensions (0000 ff01 000a 0010 0005 0033
     # 002b 000d 002d 001c 0039), ALPN "alpn" -> "an".
     assert hello.ja4("q").startswith("q13d0211an_")
-    assert session.feed(ORIG, packet) == []
+    assert session.feed(ORIG, packet) == []  # client datagrams after the hello are not read
 
 
-def test_server_datagrams_are_ignored() -> None:
+def test_protect_helper_reproduces_the_rfc_server_samples() -> None:
+    for version, sample in ((QUIC_V1, RFC9001_A3_PACKET), (QUIC_V2, RFC9369_A3_PACKET)):
+        assert server_initial(A3_PAYLOAD, version=version, pn=1, pn_len=2) == sample
+
+
+@pytest.mark.parametrize(
+    ("client", "server"),
+    [(RFC9001_A2_PACKET, RFC9001_A3_PACKET), (RFC9369_A2_PACKET, RFC9369_A3_PACKET)],
+    ids=["v1", "v2"],
+)
+def test_rfc_sample_server_initial(client: bytes, server: bytes) -> None:
     session = QuicSession()
-    assert session.feed(RESP, RFC9001_A2_PACKET) == []
+    only_hello(session.feed(ORIG, client))
+    events = session.feed(RESP, server)
+    assert len(events) == 1 and isinstance(events[0], ServerHello), events
+    hello = events[0]
+    assert session.done
+    assert hello.cipher == 0x1301 and hello.tls_version() == 0x0304
+    assert hello.extensions == (51, 43) and hello.alpn is None and not hello.hello_retry
+    assert hello.ja3s_string() == "771,4865,51-43"
+    assert session.feed(RESP, server) == []
+
+
+def test_server_datagram_before_any_client_initial_is_ignored() -> None:
+    # A reordered capture: nothing to derive the server's keys from yet.
+    session = QuicSession()
+    assert session.feed(RESP, RFC9001_A3_PACKET) == []
     assert not session.done
+    only_hello(session.feed(ORIG, RFC9001_A2_PACKET))
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,7 +483,7 @@ def test_truncated_datagram() -> None:
 
 def test_unknown_version() -> None:
     packet = bytearray(RFC9001_A2_PACKET)
-    packet[1:5] = b"\x0a\x1a\x2a\x3a"
+    packet[1:5] = b"\x0a\x1a\x2a\x3b"  # not 0x?a?a?a?a, which is reserved (RFC 9000 §15)
     assert not looks_like_quic_initial(bytes(packet))
     assert "unsupported" in only_malformed(QuicSession().feed(ORIG, bytes(packet))).reason
 
@@ -384,9 +501,283 @@ def test_looks_like_quic_initial_rejects() -> None:
 def test_joining_mid_connection_gives_up() -> None:
     session = QuicSession()
     bad = only_malformed(session.feed(ORIG, b"\x41" + bytes(60)))  # a 1-RTT short header
-    assert "no Initial" in bad.reason and session.done
+    assert "no long header" in bad.reason and session.done
+
+
+def test_zero_rtt_ahead_of_the_initial() -> None:
+    # nDPI's quic_0RTT.pcap: the client's 0-RTT datagrams were captured before its Initial.
+    zero_rtt = long_packet(0xD0, bytes(60), dcid=DCID)
+    session = QuicSession()
+    assert session.feed(ORIG, zero_rtt) == [] and not session.done
+    assert session.feed(ORIG, zero_rtt) == []
+    assert only_hello(session.feed(ORIG, RFC9001_A2_PACKET)).sni == "example.com"
 
 
 def test_unknown_direction_is_an_api_error() -> None:
     with pytest.raises(ValueError, match="direction"):
         QuicSession().feed(7, RFC9001_A2_PACKET)
+
+
+# --------------------------------------------------------------------------------------------
+# The server's side
+# --------------------------------------------------------------------------------------------
+
+
+def test_server_initial_coalesced_with_handshake_and_1rtt() -> None:
+    # A server's first datagram: Initial (ACK + ServerHello), then a Handshake packet
+    # (EncryptedExtensions, Certificate...: unreadable without the key exchange), then 1-RTT.
+    initial = server_initial(ack_frame() + crypto_frame(0, server_hello_msg()))
+    handshake = long_packet(0xE0, bytes(range(256)) * 3)
+    session = QuicSession()
+    only_hello(session.feed(ORIG, RFC9001_A2_PACKET))
+    events = session.feed(RESP, initial + handshake + b"\x40" + bytes(40))
+    assert [type(e) for e in events] == [ServerHello] and session.done
+
+
+def test_handshake_packet_first_is_skipped() -> None:
+    handshake = long_packet(0xE0, bytes(100))
+    initial = server_initial(crypto_frame(0, server_hello_msg(0x1302)))
+    session = QuicSession()
+    only_hello(session.feed(ORIG, RFC9001_A2_PACKET))
+    (hello,) = session.feed(RESP, handshake + initial)
+    assert isinstance(hello, ServerHello) and hello.cipher == 0x1302
+
+
+def test_server_hello_split_over_datagrams_out_of_order() -> None:
+    # A ServerHello with a post-quantum key share (X25519MLKEM768, 0x11ec: 1120 bytes) spans
+    # two server Initials, which arrive in the wrong order.
+    exts = b"\x00\x33" + (4 + 1120).to_bytes(2, "big") + b"\x11\xec" + (1120).to_bytes(2, "big")
+    exts += bytes(1120) + b"\x00\x2b\x00\x02\x03\x04"
+    body = bytearray(b"\x03\x03" + bytes(32) + b"\x00\x13\x01\x00")
+    body += len(exts).to_bytes(2, "big") + exts
+    message = b"\x02" + len(body).to_bytes(3, "big") + bytes(body)
+    first = server_initial(ack_frame() + crypto_frame(0, message[:700]), pn=0)
+    second = server_initial(crypto_frame(700, message[700:]), pn=1)
+    session = QuicSession()
+    only_hello(session.feed(ORIG, RFC9001_A2_PACKET))
+    assert session.feed(RESP, second) == []
+    (hello,) = session.feed(RESP, first)
+    assert isinstance(hello, ServerHello) and hello.extensions == (51, 43) and session.done
+
+
+def test_client_hello_still_incomplete_when_the_server_answers() -> None:
+    # The server's Initial may be read before the rest of the client's.
+    hello = A2_CRYPTO_DATA
+    session = QuicSession()
+    assert session.feed(ORIG, protect(pad(crypto_frame(0, hello[:100])))) == []
+    (server,) = session.feed(RESP, server_initial(crypto_frame(0, server_hello_msg())))
+    assert isinstance(server, ServerHello) and not session.done
+    only_hello(session.feed(ORIG, protect(pad(crypto_frame(100, hello[100:])), pn=1)))
+    assert session.done
+
+
+def test_gives_up_after_quiet_server_datagrams() -> None:
+    session = QuicSession()
+    only_hello(session.feed(ORIG, RFC9001_A2_PACKET))
+    for i in range(MAX_QUIET_SERVER_DATAGRAMS):
+        assert not session.done
+        handshake_only = long_packet(0xE0, bytes(50)) + b"\x41" + bytes(30)
+        assert session.feed(RESP, handshake_only if i % 2 else b"\x41" + bytes(30)) == []
+    assert session.done
+
+
+def test_quiet_server_datagrams_wait_for_the_client_hello() -> None:
+    hello = A2_CRYPTO_DATA
+    session = QuicSession()
+    assert session.feed(ORIG, protect(pad(crypto_frame(0, hello[:100])))) == []
+    for _ in range(MAX_QUIET_SERVER_DATAGRAMS):
+        assert session.feed(RESP, b"\x41" + bytes(30)) == []
+    assert not session.done
+    only_hello(session.feed(ORIG, protect(pad(crypto_frame(100, hello[100:])), pn=1)))
+    assert session.done
+
+
+def test_server_keys_follow_a_retry() -> None:
+    # Client Initial, server Retry with a new SCID, the client's Initial again (to the new
+    # DCID), then the server's Initial: both sides' keys now come from the Retry's SCID.
+    retry_scid = bytes.fromhex("7163a9c8b3ee0d41")
+    retry = bytes([0xF0]) + QUIC_V1.to_bytes(4, "big") + b"\x00" + b"\x08" + retry_scid
+    retry += b"retry-token" + bytes(16)  # token, integrity tag
+    session = QuicSession()
+    only_hello(session.feed(ORIG, RFC9001_A2_PACKET))
+    assert session.feed(RESP, retry) == []
+    assert session.feed(ORIG, protect(A2_PAYLOAD, dcid=retry_scid, token=b"retry-token")) == []
+    sh = server_initial(crypto_frame(0, server_hello_msg()), key_dcid=retry_scid)
+    (hello,) = session.feed(RESP, sh)
+    assert isinstance(hello, ServerHello) and session.done
+
+
+def test_hello_retry_request_then_second_client_hello() -> None:
+    # RFC 8446 §4.1.4 over QUIC: the HelloRetryRequest and the real ServerHello follow each
+    # other in the server's CRYPTO stream, the two ClientHellos in the client's; the client's
+    # later Initials carry the server's connection ID but keep the first DCID's keys.
+    hrr = server_hello_msg(random=HELLO_RETRY_RANDOM)
+    second_ch = A2_CRYPTO_DATA  # the same bytes again, as a second message
+    session = QuicSession()
+    first = events_of(
+        session,
+        (ORIG, RFC9001_A2_PACKET),
+        (RESP, server_initial(ack_frame() + crypto_frame(0, hrr), pn=0)),
+    )
+    assert [type(e) for e in first] == [ClientHello, ServerHello]
+    assert isinstance(first[1], ServerHello) and first[1].hello_retry and not session.done
+    again = protect(pad(crypto_frame(len(A2_CRYPTO_DATA), second_ch)), dcid=A3_SCID,
+                    key_dcid=DCID, pn=3)  # fmt: skip
+    assert [type(e) for e in session.feed(ORIG, again)] == [ClientHello]
+    real = server_initial(crypto_frame(len(hrr), server_hello_msg(0x1303)), pn=1)
+    (hello,) = session.feed(RESP, real)
+    assert isinstance(hello, ServerHello) and hello.cipher == 0x1303 and not hello.hello_retry
+    assert session.done
+
+
+def test_server_version_may_differ_from_the_clients() -> None:
+    # Compatible version negotiation (RFC 9368): the client offers v1, the server answers in
+    # v2, with v2's keys from the client's DCID.
+    session = QuicSession()
+    only_hello(session.feed(ORIG, RFC9001_A2_PACKET))
+    (hello,) = session.feed(RESP, RFC9369_A3_PACKET)
+    assert isinstance(hello, ServerHello)
+
+
+def test_server_initial_that_does_not_decrypt() -> None:
+    packet = bytearray(RFC9001_A3_PACKET)
+    packet[60] ^= 0x40
+    session = QuicSession()
+    only_hello(session.feed(ORIG, RFC9001_A2_PACKET))
+    assert session.feed(RESP, b"\x41" + bytes(99)) == []  # 100 server bytes before it
+    bad = only_malformed(session.feed(RESP, bytes(packet)))
+    assert bad.direction == RESP and bad.offset == 100 and "decrypt" in bad.reason
+    assert session.done
+
+
+def test_server_crypto_stream_must_start_with_server_hello() -> None:
+    session = QuicSession()
+    only_hello(session.feed(ORIG, RFC9001_A2_PACKET))
+    bad = only_malformed(session.feed(RESP, server_initial(crypto_frame(0, A2_CRYPTO_DATA))))
+    assert bad.direction == RESP and "handshake type 1" in bad.reason
+
+
+def test_bad_server_hello_body() -> None:
+    session = QuicSession()
+    only_hello(session.feed(ORIG, RFC9001_A2_PACKET))
+    broken = b"\x02\x00\x00\x05\x03\x03\x00\x00\x00"
+    bad = only_malformed(session.feed(RESP, server_initial(crypto_frame(0, broken))))
+    assert bad.direction == RESP and bad.reason.startswith("ServerHello:")
+
+
+# --------------------------------------------------------------------------------------------
+# Version negotiation and reserved versions
+# --------------------------------------------------------------------------------------------
+
+
+def version_negotiation(*versions: int) -> bytes:
+    # RFC 9000 §17.2.1: the server echoes the client's connection IDs, swapped.
+    head = b"\x80" + bytes(4) + b"\x00" + bytes([len(DCID)]) + DCID
+    return head + b"".join(v.to_bytes(4, "big") for v in versions)
+
+
+def test_reserved_version_probe_then_version_negotiation() -> None:
+    # A client probing with a reserved version (protected with v1's keys, as the ones seen
+    # do), the server's Version Negotiation, then the client's real v1 Initial with a new DCID
+    # and another ClientHello: both hellos are reported, then the server's.
+    probe = protect(A2_PAYLOAD, version=RESERVED_VERSION, salt_version=QUIC_V1)
+    assert looks_like_quic_initial(probe)
+    new_dcid = b"\x33" * 8
+    second = A2_PAYLOAD.replace(b"example.com", b"example.org")
+    session = QuicSession()
+    events = events_of(
+        session,
+        (ORIG, probe),
+        (RESP, version_negotiation(QUIC_V1, QUIC_V2)),
+        (ORIG, protect(second, dcid=new_dcid)),
+        (RESP, protect(crypto_frame(0, server_hello_msg()), server=True, dcid=b"",
+                       key_dcid=new_dcid, scid=A3_SCID)),
+    )  # fmt: skip
+    assert [type(e) for e in events] == [ClientHello, ClientHello, ServerHello]
+    assert [e.sni for e in events[:2] if isinstance(e, ClientHello)] == [
+        "example.com",
+        "example.org",
+    ]
+    assert session.done
+
+
+def test_version_negotiation_listing_the_clients_version_is_ignored() -> None:
+    session = QuicSession()
+    only_hello(session.feed(ORIG, RFC9001_A2_PACKET))
+    assert session.feed(RESP, version_negotiation(QUIC_V2, QUIC_V1)) == []
+    # Still expecting the ServerHello keyed by the first DCID; no second ClientHello read.
+    assert session.feed(ORIG, RFC9001_A2_PACKET) == []
+    assert isinstance(session.feed(RESP, RFC9001_A3_PACKET)[0], ServerHello)
+
+
+def test_reserved_version_with_draft29_keys() -> None:
+    probe = protect(A2_PAYLOAD, version=0xFAFAFAFA, salt_version=DRAFT_29)
+    assert only_hello(QuicSession().feed(ORIG, probe)).sni == "example.com"
+
+
+def test_reserved_version_that_does_not_open_is_skipped() -> None:
+    # What a probe holds is the client's choice: no Malformed, wait for the real Initial.
+    probe = protect(A2_PAYLOAD, version=RESERVED_VERSION, salt_version=QUIC_V2)
+    session = QuicSession()
+    assert session.feed(ORIG, probe) == []
+    assert not session.done
+    only_hello(session.feed(ORIG, RFC9001_A2_PACKET))
+
+
+# --------------------------------------------------------------------------------------------
+# Non-IETF versions with IETF-style Initials
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [QUIC_MVFST_D22, QUIC_MVFST_D27])
+def test_mvfst_versions(version: int) -> None:
+    packet = protect(A2_PAYLOAD, version=version)
+    assert looks_like_quic_initial(packet)
+    session = QuicSession()
+    assert only_hello(session.feed(ORIG, packet)).sni == "example.com"
+    (hello,) = session.feed(RESP, server_initial(A3_PAYLOAD, version=version))
+    assert isinstance(hello, ServerHello) and session.done
+
+
+def test_mvfst_salts_are_drafts_22_and_23() -> None:
+    # mvfst's 0xfaceb002 is its draft-27 version, which uses draft 23's salt.
+    d27 = initial_keys(QUIC_MVFST_D27, DCID)
+    assert d27 is not None and d27 == initial_keys(0xFF00001B, DCID)
+    assert initial_keys(QUIC_MVFST_D22, DCID) not in (d27, initial_keys(QUIC_V1, DCID))
+
+
+def gquic_crypto(offset: int, data: bytes) -> bytes:
+    return b"\x08" + varint(offset) + varint(len(data)) + data
+
+
+@pytest.mark.parametrize("version", [QUIC_T050, QUIC_T051])
+def test_google_t05x(version: int) -> None:
+    # T050/T051 keep Google QUIC's frame types: CRYPTO is 0x08, PING 0x07, ACK 0b01xxxxxx, and
+    # PADDING (0x00) runs to the end of the packet.
+    client = protect(pad(gquic_crypto(0, A2_CRYPTO_DATA)), version=version)
+    assert looks_like_quic_initial(client)
+    # ACK with 2-byte Largest Acked, 1-byte blocks, 2 extra blocks, 2 timestamps.
+    ack = bytes([0x40 | 0x20 | 0x04]) + b"\x00\x05" + b"\x00\x00" + b"\x02" + b"\x01"
+    ack += b"\x01\x01" + b"\x01\x01" + b"\x02" + b"\x01\x00\x00\x00\x10" + b"\x01\x00\x20"
+    simple_ack = b"\x40\x01\x00\x00\x01\x00"  # as Google's servers send it
+    message = server_hello_msg()
+    server_first = server_initial(
+        simple_ack + b"\x07" + gquic_crypto(0, message[:50]), version=version, pn=0
+    )
+    server_second = server_initial(ack + gquic_crypto(50, message[50:]), version=version, pn=1)
+    session = QuicSession()
+    assert only_hello(session.feed(ORIG, client)).sni == "example.com"
+    assert session.feed(RESP, server_first) == []
+    (hello,) = session.feed(RESP, server_second)
+    assert isinstance(hello, ServerHello) and session.done
+
+
+def test_google_t05x_unknown_frame_ends_the_packet_quietly() -> None:
+    # A gQUIC frame type we do not parse: keep the CRYPTO data before it, skip the rest.
+    client = protect(pad(gquic_crypto(0, A2_CRYPTO_DATA) + b"\x05" + b"junk"), version=QUIC_T051)
+    assert only_hello(QuicSession().feed(ORIG, client)).sni == "example.com"
+
+
+def test_google_t05x_truncated_ack() -> None:
+    client = protect(b"\x60\x01", version=QUIC_T050)  # ACK with blocks, cut short
+    assert "truncated" in only_malformed(QuicSession().feed(ORIG, client)).reason

@@ -24,9 +24,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from hopguard.parsers.base import ORIG, RESP, Malformed
+from hopguard.parsers.ciphers import cipher_name
 from hopguard.parsers.tls import (
     HELLO_RETRY_RANDOM,
     MAX_MESSAGE,
+    QUIRK_NO_CIPHERS,
+    QUIRK_NO_COMPRESSION,
+    QUIRK_ODD_CIPHERS,
+    QUIRK_SSLV2,
+    QUIRK_STRAY_BYTE,
     Certificates,
     CertInfo,
     ClientHello,
@@ -34,6 +40,8 @@ from hopguard.parsers.tls import (
     TlsSession,
     cert_info,
     decode_client_hello,
+    decode_server_hello,
+    decode_sslv2_client_hello,
     is_grease,
     looks_like_tls,
 )
@@ -453,12 +461,10 @@ def test_plain_http_is_malformed_on_first_byte() -> None:
     assert session.feed(ORIG, b"ET / HTTP/1.1\r\n") == []
 
 
-def test_sslv2_client_hello_is_malformed() -> None:
-    sslv2 = b"\x80\x2e\x01\x00\x02" + bytes(40)
-    bad = only_malformed(TlsSession().feed(ORIG, sslv2))
-    assert "SSLv2" in bad.reason
-    bad = only_malformed(feed_bytewise(TlsSession(), ORIG, sslv2))
-    assert "SSLv2" in bad.reason and bad.offset == 0
+def test_sslv2_record_that_is_not_a_client_hello_is_malformed() -> None:
+    # An SSL 2.0 header whose message is not CLIENT-HELLO (1): here SERVER-HELLO (4).
+    bad = only_malformed(feed_bytewise(TlsSession(), ORIG, b"\x80\x2e\x04\x00\x02"))
+    assert "content type 128" in bad.reason and bad.offset == 0
 
 
 def test_oversized_record_is_malformed_before_its_body_arrives() -> None:
@@ -732,3 +738,206 @@ def test_openssl_tls13_has_no_visible_certificate(tls13: Flights) -> None:
     assert hello.sni is None and hello.ja4()[3] == "i"
     assert server.supported_version == 0x0304 and server.legacy_version == 0x0303
     assert session.done
+
+
+# --------------------------------------------------------------------------------------------
+# SSL 2.0-compatible ClientHello (RFC 5246 Appendix E.2)
+# --------------------------------------------------------------------------------------------
+
+
+def sslv2_hello(
+    specs: list[int], *, version: int = 0x0301, session: bytes = b"", challenge: bytes = bytes(16)
+) -> bytes:
+    """An SSL 2.0 record (2-byte header, high bit set) holding a CLIENT-HELLO."""
+    spec_bytes = b"".join(v.to_bytes(3, "big") for v in specs)
+    body = b"\x01" + u16(version) + u16(len(spec_bytes)) + u16(len(session)) + u16(len(challenge))
+    body += spec_bytes + session + challenge
+    return u16(0x8000 | len(body)) + body
+
+
+# Wire order as an OpenSSL 0.9.8 client sent them: TLS suites as {0, suite}, SSL 2.0-only kinds
+# (SSL2_DES_192_EDE3_CBC_WITH_MD5 0x0700c0, SSL2_RC4_128_WITH_MD5 0x010080) with a non-zero
+# first byte, which have no TLS code point.
+V2_SPECS = [0x000039, 0x000035, 0x0700C0, 0x00000A, 0x010080, 0x000004, 0x0000FF]
+
+
+@pytest.mark.parametrize("how", ["whole", "bytewise"])
+def test_sslv2_client_hello_then_tls_server(how: str) -> None:
+    hello = sslv2_hello(V2_SPECS, challenge=bytes(range(32)))
+    assert looks_like_tls(hello)
+    session = TlsSession()
+    feed = feed_all if how == "whole" else feed_bytewise
+    (parsed,) = feed(session, ORIG, hello + record(22, b"\x10" + vec(3, bytes(8))))
+    assert isinstance(parsed, ClientHello)
+    assert parsed.legacy_version == 0x0301 and parsed.tls_version() == 0x0301
+    assert parsed.ciphers == (0x39, 0x35, 0x0A, 0x04, 0xFF)
+    assert parsed.extensions == () and parsed.sni is None and parsed.quirks == (QUIRK_SSLV2,)
+    # JA3 from the version field and the TLS suites; no extensions, curves or formats.
+    assert parsed.ja3_string() == "769,57-53-10-4-255,,,"
+    assert parsed.ja4().startswith("t10i050000_")
+    # The server answers a TLS-capable SSLv2 hello with TLS records: read as usual.
+    events = feed(session, RESP, record(22, server_hello(0x0004), version=0x0301) + CCS)
+    assert [type(e) for e in events] == [ServerHello] and session.done
+
+
+def test_sslv2_client_hello_with_session_id() -> None:
+    parsed = decode_sslv2_client_hello(sslv2_hello([0x00002F], session=bytes(16))[3:])
+    assert parsed.ciphers == (0x2F,)
+
+
+def test_pure_sslv2_client_ends_the_session() -> None:
+    # Version 0x0002: the whole connection speaks SSL 2.0, whose server records we do not read.
+    session = TlsSession()
+    (parsed,) = session.feed(ORIG, sslv2_hello([0x010080, 0x0700C0], version=0x0002))
+    assert isinstance(parsed, ClientHello) and parsed.ciphers == () and session.done
+    assert parsed.ja4().startswith("ts2i000000_")
+    assert session.feed(RESP, b"\x83\x00\x04") == []
+
+
+def test_sslv2_server_answer_to_a_tls_capable_hello_ends_quietly() -> None:
+    session = TlsSession()
+    session.feed(ORIG, sslv2_hello(V2_SPECS))
+    assert session.feed(RESP, b"\x83\x00\x04\x00\x01\x00\x02") == [] and session.done
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\x80\x0c\x01\x03\x01\x00\x04\x00\x00\x00\x00" + bytes(4), "multiple of 3"),
+        (b"\x80\x0c\x01\x03\x01\x00\x03\x00\x00\x00\x10" + bytes(3), "disagree"),
+        (b"\x80\x05\x01\x03\x01\x00\x00", "at least 8"),
+        (b"\x80\x2a\x01\x03\x01\x00\x00\x00\x21\x00\x00" + bytes(33), "over 32"),
+    ],
+    ids=["specs-not-multiple-of-3", "lengths-disagree", "short", "long-session-id"],
+)
+def test_bad_sslv2_client_hello(data: bytes, reason: str) -> None:
+    bad = only_malformed(TlsSession().feed(ORIG, data))
+    assert reason in bad.reason and bad.offset == 0
+
+
+def test_looks_like_tls_sslv2() -> None:
+    hello = sslv2_hello(V2_SPECS)
+    assert looks_like_tls(hello) and looks_like_tls(hello[:5]) and looks_like_tls(hello[:11])
+    assert not looks_like_tls(hello[:4])  # too little to tell from other binary protocols
+    assert not looks_like_tls(b"\x80\x2e\x04" + hello[3:])  # not a CLIENT-HELLO
+    assert not looks_like_tls(hello[:3] + b"\x05\x01" + hello[5:])  # no such version
+    assert not looks_like_tls(hello[:12].replace(hello[5:7], b"\x00\x16"))  # 22 % 3
+    assert not looks_like_tls(b"\x80\x03\x01\x03\x01")  # shorter than its fixed part
+    assert looks_like_tls(sslv2_hello([0x010080], version=0x0002))
+
+
+# --------------------------------------------------------------------------------------------
+# Leniency: malformations Wireshark warns about and still fingerprints
+# --------------------------------------------------------------------------------------------
+
+
+def odd_hello_body(cipher_bytes: bytes, rest: bytes) -> bytes:
+    return u16(0x0301) + bytes(32) + b"\x00" + vec(2, cipher_bytes) + rest
+
+
+def test_odd_cipher_suites_length_keeps_the_whole_suites() -> None:
+    # 2.5 suites: the half suite is dropped, as Wireshark does ("1 trailing byte was
+    # unprocessed"), and parsing goes on after the vector.
+    rest = vec(1, b"\x00") + vec(2, sni_ext(b"a.b"))
+    body = odd_hello_body(u16s([0x002F, 0x0035]) + b"\xc0", rest)
+    hello = decode_client_hello(body)
+    assert hello.ciphers == (0x2F, 0x35) and hello.sni == "a.b"
+    assert hello.quirks == (QUIRK_ODD_CIPHERS,)
+    assert hello.ja3_string() == "769,47-53,0,,"
+
+
+def test_empty_compression_methods_and_no_extensions() -> None:
+    # nDPI's tls_cipher_lens.pcap (connection 51588): compression_methods<1..2^8-1> empty, no
+    # extensions; Wireshark warns and gives a JA3, nDPI gives the same one.
+    hello = decode_client_hello(odd_hello_body(u16s([0x0004, 0x0005]), b"\x00"))
+    assert hello.ciphers == (4, 5) and hello.extensions == ()
+    assert hello.quirks == (QUIRK_NO_COMPRESSION,)
+    assert hello.ja3_string() == "769,4-5,,,"
+
+
+def test_stray_byte_after_compression_methods() -> None:
+    # nDPI's tls_invalid_reads.pcap (connection 3967): empty compression methods, then one
+    # byte where the 2-byte extensions length would be.
+    body = odd_hello_body(u16s([0x0004]), b"\x00\x00")
+    hello = decode_client_hello(body)
+    assert hello.extensions == () and hello.quirks == (QUIRK_NO_COMPRESSION, QUIRK_STRAY_BYTE)
+    session = TlsSession()
+    assert len(session.feed(ORIG, record(22, handshake(1, body), version=0x0301))) == 1
+    (server,) = session.feed(RESP, record(22, server_hello(0x0004), version=0x0301))
+    assert isinstance(server, ServerHello)
+
+
+def test_empty_cipher_suites() -> None:
+    hello = decode_client_hello(odd_hello_body(b"", vec(1, b"\x00")))
+    assert hello.ciphers == () and hello.quirks == (QUIRK_NO_CIPHERS,)
+
+
+def test_well_formed_hello_has_no_quirks() -> None:
+    hello = decode_client_hello(client_hello_body([0x1301], [sni_ext(b"x.y")]))
+    assert hello.quirks == ()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # cipher_suites claims more than the message holds (tls_cipher_lens.pcap, 51590)
+        u16(0x0301) + bytes(32) + b"\x00" + u16(6) + u16s([4, 5]),
+        # an odd vector that eats the compression methods (tls_cipher_lens.pcap, 51589)
+        odd_hello_body(u16s([4, 5]) + b"\x01", b""),
+        # two bytes after the compression methods: an extensions length with nothing after it
+        odd_hello_body(u16s([4]), b"\x01\x00\x00\x05"),
+    ],
+    ids=["ciphers-past-end", "no-compression-byte", "extensions-past-end"],
+)
+def test_framing_errors_stay_errors(body: bytes) -> None:
+    session = TlsSession()
+    bad = only_malformed(session.feed(ORIG, record(22, handshake(1, body), version=0x0301)))
+    assert bad.offset == 5 and session.done
+
+
+# --------------------------------------------------------------------------------------------
+# TLS 1.3 drafts before -16: version 0x0304 in ServerHello
+# --------------------------------------------------------------------------------------------
+
+
+def test_tls13_draft14_server_hello() -> None:
+    # suricata-verify tls/tls13-draft14 (Firefox against tls13.crypto.mozilla.org, 2016): the
+    # version field holds 0x0304 and the layout has no session ID or compression. The sizes
+    # add up exactly (2 + 32 + 2 + 2 + 73 = 111 bytes), which the TLS 1.2 layout does not.
+    key_share = ext(0x0028, u16(0x0017) + vec(2, b"\x04" + bytes(64)))
+    body = u16(0x0304) + bytes(32) + u16(0xC02B) + vec(2, key_share)
+    assert len(body) == 111
+    hello = decode_server_hello(body)
+    assert hello.tls_version() == 0x0304 and hello.cipher == 0xC02B
+    assert hello.extensions == (0x0028,)
+    assert hello.ja3s_string() == "772,49195,40"
+    session = TlsSession()
+    session.feed(ORIG, record(22, client_hello([0xC02B], [], legacy=0x0304), version=0x0301))
+    (parsed,) = session.feed(RESP, record(22, handshake(2, body), version=0x0301))
+    assert parsed == hello and session.done  # the rest of the server's flight is encrypted
+
+
+# --------------------------------------------------------------------------------------------
+# Cipher suite names (IANA TLS Cipher Suites registry)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [
+        (0x0088, "TLS_DHE_RSA_WITH_CAMELLIA_256_CBC_SHA"),  # in Zeek's ssl.log baselines
+        (0x00AB, "TLS_DHE_PSK_WITH_AES_256_GCM_SHA384"),
+        (0x0034, "TLS_DH_anon_WITH_AES_128_CBC_SHA"),  # the registry's lower-case "anon"
+        (0xC05C, "TLS_ECDHE_ECDSA_WITH_ARIA_128_GCM_SHA256"),
+        (0xC0AE, "TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8"),
+        (0xCCAC, "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256"),
+        (0xD005, "TLS_ECDHE_PSK_WITH_AES_128_CCM_SHA256"),
+        (0x1305, "TLS_AES_128_CCM_8_SHA256"),
+        (0xCC13, "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256_OLD"),  # pre-RFC 7905 Chrome
+        (0xFEFF, "SSL_RSA_FIPS_WITH_3DES_EDE_CBC_SHA"),
+        (0xC0FF, "0xC0FF"),  # unassigned: the code point
+        (0x0A0A, "0x0A0A"),  # GREASE
+    ],
+)
+def test_cipher_names(code: int, name: str) -> None:
+    assert cipher_name(code) == name
