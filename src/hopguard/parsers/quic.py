@@ -695,10 +695,12 @@ class QuicSession:
             while pos < end:
                 frame_type = payload[pos]
                 if frame_type == _FRAME_PADDING:
-                    # Usually the rest of the packet: count the zeros in C, not byte by byte.
-                    if payload.count(0, pos) == end - pos:
+                    # Skip the whole run of padding in C, not byte by byte (it is usually
+                    # the rest of the packet).
+                    rest = len(payload[pos:end].lstrip(b"\x00"))
+                    if not rest:
                         break
-                    pos += 1
+                    pos = end - rest
                     continue
                 if frame_type & 0xC0:
                     # Every frame type allowed here fits one byte; a longer encoding is either

@@ -57,6 +57,7 @@ byte maps to one character and the original bytes can always be recovered with
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass
@@ -714,8 +715,10 @@ def _openssl_names() -> dict[ObjectIdentifier, str]:
     return _name_overrides
 
 
+@functools.lru_cache(maxsize=4096)
 def cert_info(der: bytes) -> CertInfo:
-    """Summarise one DER certificate; never raises (see :class:`CertInfo`)."""
+    """Summarise one DER certificate; never raises (see :class:`CertInfo`). Memoised: the
+    same few server certificates come back on every connection to those servers."""
     digest = hashlib.sha256(der).hexdigest()
     # Imported here: cryptography costs tens of milliseconds to import and most users of this
     # module only want hellos.
