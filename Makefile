@@ -36,6 +36,9 @@ demo: $(STAMP) system-deps
 	@echo
 	@echo "One query over every host and source: proxy and relay tools started anywhere"
 	$(BIN)/hopguard sql --db $(DEMO_DB) "SELECT ts, coalesce(host, sensor) AS host, platform, user, left(command_line, 90) AS command_line FROM process WHERE regexp_matches(command_line, '(portproxy|socat|microsocks| nc |ncat|ssh -[LRD])') ORDER BY ts"
+	@echo
+	@echo "From the lab captures: proxy handshakes on the wire and the TLS inside them (same uid)"
+	$(BIN)/hopguard sql --db $(DEMO_DB) "SELECT p.ts, p.src_ip, p.dst_ip || ':' || p.dst_port AS proxy, p.protocol, coalesce(p.target_host, p.target_ip) || ':' || p.target_port AS target, p.outcome, t.sni, t.ja4 FROM proxy p LEFT JOIN tls t USING (uid) WHERE p.protocol <> 'http-connect' OR p.dst_ip <> '10.10.0.5' ORDER BY p.ts"
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check src tests bench
