@@ -39,6 +39,7 @@ from typing import Any, Final
 from hopguard.errors import ProtocolError
 from hopguard.ingest.packet import ICMP, ICMP6, TCP, UDP, Decoded, Outer
 from hopguard.parsers import dns as dnsp
+from hopguard.parsers import dtls as dtlsp
 from hopguard.parsers import http as httpp
 from hopguard.parsers import quic as quicp
 from hopguard.parsers import socks as socksp
@@ -76,7 +77,8 @@ FLOW_LAYOUT: Final = (
 )
 
 TLS_VERSIONS: Final = {0x0300: "SSLv3", 0x0301: "TLSv10", 0x0302: "TLSv11", 0x0303: "TLSv12",
-                       0x0304: "TLSv13"}
+                       0x0304: "TLSv13", 0xFEFF: "DTLSv10", 0xFEFD: "DTLSv12",
+                       0xFEFC: "DTLSv13"}
 
 def tls_version_name(v: int) -> str | None:
     """Zeek's names: TLSv12, TLSv13, and TLSv13-draftNN for the drafts (0x7fNN)."""
@@ -514,6 +516,11 @@ class FlowTable:
             if "dns" not in fl.services:
                 fl.services.append("dns")
             return
+        if fl.quic is None and dr == ORIG and fl.pkts[ORIG] <= 8 and \
+                dtlsp.looks_like_dtls_client_hello(bytes(payload[:26])):
+            # DTLS (WebRTC, VPN clients), possibly after STUN on the same ports.
+            fl.quic = dtlsp.DtlsSession()
+            fl.services.append("dtls")
         if fl.quic is None:
             # A client opens QUIC with a padded long-header datagram: an Initial, or 0-RTT
             # ahead of it, or an Initial of a version the server will refuse (the session
@@ -522,7 +529,7 @@ class FlowTable:
                 return
             if not ((len(payload) >= quicp.MIN_INITIAL_DATAGRAM and payload[0] & 0xC0 == 0xC0)
                     or quicp.looks_like_quic_initial(bytes(payload))):
-                if fl.pkts[ORIG] >= 3:
+                if fl.pkts[ORIG] >= 8:
                     fl.parsing = False
                 return
             fl.quic = quicp.QuicSession()
@@ -535,7 +542,7 @@ class FlowTable:
         except Exception:
             self._parser_failed(fl, "QuicSession")
             return
-        if fl.quic.done or fl.pkts[ORIG] + fl.pkts[RESP] >= MAX_QUIC_DATAGRAMS:
+        if fl.quic.done or fl.pkts[ORIG] + fl.pkts[RESP] >= MAX_QUIC_DATAGRAMS + 8:
             fl.parsing = False
 
     # -- events to rows -------------------------------------------------------------------
@@ -551,7 +558,8 @@ class FlowTable:
             row = fl.tls = self._conn(fl, ts)
             row["sni"] = ev.sni
             row["alpn"] = list(ev.alpn) or None
-            row["ja3"], row["ja4"] = self._fingerprints(ev, "q" if fl.proto == UDP else "t")
+            transport = "t" if fl.proto != UDP else "d" if "dtls" in fl.services else "q"
+            row["ja3"], row["ja4"] = self._fingerprints(ev, transport)
             row["version"] = tls_version_name(ev.tls_version())
             row["established"] = False
         elif isinstance(ev, tlsp.ServerHello):

@@ -227,6 +227,8 @@ class ClientHello:
         """The highest version offered: the largest non-GREASE supported_versions entry, else
         legacy_version (RFC 8446 §4.2.1: a TLS 1.3 client puts its real versions there)."""
         versions = _strip_grease(self.supported_versions)
+        if versions and min(versions) >= 0xFE00:
+            return min(versions)  # DTLS counts down: 0xFEFC (1.3) is newer than 0xFEFD (1.2)
         return max(versions) if versions else self.legacy_version
 
     def _ja4_parts(self, transport: str) -> tuple[str, str, str]:
