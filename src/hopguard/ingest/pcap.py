@@ -104,14 +104,17 @@ def read_share(ctx: IngestContext, sink: RowSink, share: int, shares: int,
                     logger.warning("%s: link type %d is not decoded", ctx.path, linktype)
                 continue
             if shares > 1:
+                # Both directions give the same key (XOR of the two endpoints); the multiply
+                # spreads it over the high bits, which the modulo then takes evenly even when
+                # addresses and ports share their low bits.
                 o = d[10]
                 if o is None:
-                    h = int.from_bytes(d[1][-4:], "big") ^ int.from_bytes(d[2][-4:], "big") \
-                        ^ d[3] ^ d[4]
+                    h = (int.from_bytes(d[1][-4:], "big") << 16 | d[3]) ^ \
+                        (int.from_bytes(d[2][-4:], "big") << 16 | d[4])
                 else:
-                    h = int.from_bytes(o[0][-4:], "big") ^ int.from_bytes(o[1][-4:], "big") \
-                        ^ o[2] ^ o[3]
-                if h % shares != share:
+                    h = (int.from_bytes(o[0][-4:], "big") << 16 | o[2]) ^ \
+                        (int.from_bytes(o[1][-4:], "big") << 16 | o[3])
+                if ((h * 0x9E3779B97F4A7C15) >> 40 & 0xFFFFFF) % shares != share:
                     continue
             packet(ts, offset, d, len(data))
             if progress is not None and raw.consumed >= next_progress:
