@@ -78,7 +78,7 @@ FLOW_LAYOUT: Final = (
 
 TLS_VERSIONS: Final = {0x0300: "SSLv3", 0x0301: "TLSv10", 0x0302: "TLSv11", 0x0303: "TLSv12",
                        0x0304: "TLSv13", 0xFEFF: "DTLSv10", 0xFEFD: "DTLSv12",
-                       0xFEFC: "DTLSv13"}
+                       0xFEFC: "DTLSv13", 0x0100: "DTLSv10"}
 
 def tls_version_name(v: int) -> str | None:
     """Zeek's names: TLSv12, TLSv13, and TLSv13-draftNN for the drafts (0x7fNN)."""
@@ -290,12 +290,12 @@ class FlowTable:
             # flag), D any payload, F and R the flags.
             if tflags & SYN:
                 bits = _H if tflags & ACK else _S
-                if bits == _S:
+                if fl.seq0[dr] is None:
+                    # The first SYN of each side fixes its sequence base; a later one with
+                    # another ISN (a spurious SYN-ACK) does not move it.
                     fl.seq0[dr] = (seq + 1) & SEQ_MASK
-                    if dr == ORIG and fl.isn is None:
-                        fl.isn = seq
-                elif fl.seq0[dr] is None or not fl.bytes[dr]:
-                    fl.seq0[dr] = (seq + 1) & SEQ_MASK
+                if bits == _S and dr == ORIG and fl.isn is None:
+                    fl.isn = seq
             elif plen:
                 bits = _D
                 # Payload bytes by sequence range, as Zeek counts them: retransmissions and
@@ -395,9 +395,8 @@ class FlowTable:
                                     StreamState(self.s.reassembly_bytes)]
         st = streams[dr]
         if tflags & SYN:
-            if st.base is None or st.delivered == 0:
+            if st.base is None:
                 st.base = (seq + 1) & SEQ_MASK
-                st.pending.clear()
             return
         if not payload:
             return

@@ -66,13 +66,13 @@ def decode(linktype: int, f: memoryview) -> Decoded | None:
         et, vihl, total, frag, proto, src, dst = _ETH_IPV4.unpack_from(f)
         if et == 0x0800 and vihl == 0x45 and not frag & 0x3FFF:
             end = 14 + total if 20 <= total <= n - 14 else n
-            if proto == TCP:
+            if proto == TCP and end >= 54:  # else the full path rejects a cut TCP header
                 sport, dport, seq, _ack, off, flags = _TCP.unpack_from(f, 34)
                 hl = (off >> 4) * 4
-                if hl >= 20:
+                if 20 <= hl <= end - 34:
                     return (TCP, src, dst, sport, dport, flags, seq, f[34 + hl:end],
                             total or n - 14, None, None)
-            elif proto == UDP:
+            elif proto == UDP and end >= 42:
                 sport, dport, ulen = _UDP.unpack_from(f, 34)
                 if dport not in UDP_TUNNELS and sport not in UDP_TUNNELS and \
                         not (ulen >= 48 and f[42] >> 4 == 6):  # else: the full path

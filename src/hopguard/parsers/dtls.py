@@ -21,7 +21,8 @@ from typing import Final
 from hopguard.parsers.base import ORIG, RESP, Malformed
 from hopguard.parsers.tls import DecodeError, decode_client_hello, decode_server_hello
 
-DTLS_VERSIONS: Final = frozenset({0xFEFF, 0xFEFD, 0xFEFC})
+# 0x0100: DTLS1_BAD_VER, OpenSSL's pre-RFC DTLS 1.0 that Cisco AnyConnect still speaks.
+DTLS_VERSIONS: Final = frozenset({0xFEFF, 0xFEFD, 0xFEFC, 0x0100})
 CT_HANDSHAKE: Final = 22
 HS_CLIENT_HELLO: Final = 1
 HS_SERVER_HELLO: Final = 2
