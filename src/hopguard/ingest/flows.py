@@ -128,6 +128,12 @@ class StreamState:
         self.limit = limit
         self.pending: dict[int, bytes] = {}
 
+    def rebase(self, base: int) -> None:
+        """A new ISN before any payload: start the stream again from it."""
+        if not self.delivered:
+            self.base = base
+            self.pending.clear()
+
     def segment(self, seq: int, data: memoryview) -> bytes:
         """Take one segment; return the bytes that became contiguous (possibly b"")."""
         if self.base is None:
@@ -191,6 +197,7 @@ class Flow:
         "session",
         "ssh",
         "streams",
+        "syn_ts",
         "timeout",
         "tls",
         "tunnel",
@@ -211,6 +218,7 @@ class Flow:
         self.ipbytes = [0, 0]
         self.frames = [0, 0]  # captured bytes of whole frames (link and tunnel headers too)
         self.seq0: list[int | None] = [None, None]  # TCP: sequence number of payload byte 0
+        self.syn_ts = [0, 0]  # TCP: when each side last sent a SYN
         self.flags = [0, 0]  # history bits seen per direction
         self.history: list[str] = []
         self.lastdir = [-(1 << 62), -(1 << 62)]
@@ -290,10 +298,14 @@ class FlowTable:
             # flag), D any payload, F and R the flags.
             if tflags & SYN:
                 bits = _H if tflags & ACK else _S
-                if fl.seq0[dr] is None:
-                    # The first SYN of each side fixes its sequence base; a later one with
-                    # another ISN (a spurious SYN-ACK) does not move it.
+                # A SYN fixes its side's sequence base. Another one with a new ISN moves it
+                # only while the peer has sent nothing since the previous one (a server
+                # retrying its SYN-ACK); once the peer answered, it is spurious.
+                if fl.seq0[dr] is None or lastdir[1 - dr] < fl.syn_ts[dr]:
                     fl.seq0[dr] = (seq + 1) & SEQ_MASK
+                    if fl.streams is not None:
+                        fl.streams[dr].rebase((seq + 1) & SEQ_MASK)
+                fl.syn_ts[dr] = ts
                 if bits == _S and dr == ORIG and fl.isn is None:
                     fl.isn = seq
             elif plen:
