@@ -42,10 +42,12 @@ class FileResult:
 def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
     h = hashlib.sha256()
     done = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(4 << 20):
-            h.update(chunk)
-            done += len(chunk)
+    buf = bytearray(8 << 20)  # one buffer read into again and again: no copy per chunk
+    view = memoryview(buf)
+    with path.open("rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            h.update(view[:n])
+            done += n
             if progress is not None:
                 progress(done)
     return h.hexdigest()
