@@ -55,7 +55,8 @@ SYN: Final = 0x02
 RST: Final = 0x04
 ACK: Final = 0x10
 SEQ_MASK: Final = 0xFFFFFFFF
-SWEEP_EVERY: Final = 60_000_000  # µs of capture time between idle sweeps
+SWEEP_EVERY: Final = 10_000_000  # µs of capture time between idle sweeps
+CLOSE_DELAY: Final = 5_000_000  # µs a closed TCP flow waits for stragglers (Zeek's default)
 DNS_PORTS: Final = frozenset({53, 5353, 5355})
 MAX_PENDING_SEGMENTS: Final = 64
 MAX_QUIC_DATAGRAMS: Final = 16
@@ -328,6 +329,11 @@ class FlowTable:
             if bits & ~seen:
                 self._history(fl, dr, bits & ~seen)
                 fl.flags[dr] = seen | bits
+                both = fl.flags[ORIG] | fl.flags[RESP]
+                if both & _R or (fl.flags[ORIG] & fl.flags[RESP] & _F):
+                    # Closed: stragglers within Zeek's tcp_close_delay still count, then the
+                    # flow is written (rather than held for the idle timeout).
+                    fl.timeout = min(fl.timeout, CLOSE_DELAY)
             if fl.parsing:
                 self._tcp(fl, dr, tflags, seq, payload, ts)
         else:
