@@ -88,6 +88,10 @@ def tls_version_name(v: int) -> str | None:
     return TLS_VERSIONS.get(v)
 
 
+UDP_TUNNEL_TYPES: Final = {"VXLAN": "Tunnel::VXLAN", "Geneve": "Tunnel::GENEVE",
+                           "GTPv1": "Tunnel::GTPv1", "Teredo": "Tunnel::TEREDO",
+                           "AYIYA": "Tunnel::AYIYA"}
+
 Emit = Callable[[str, dict[str, Any]], None]
 EmitFlow = Callable[[tuple[Any, ...]], None]
 
@@ -202,6 +206,7 @@ class Flow:
         "timeout",
         "tls",
         "tunnel",
+        "tunnel_kind",
         "uid",
     )
 
@@ -239,6 +244,7 @@ class Flow:
         self.active = True
         self.timeout = 0
         self.serial = 0
+        self.tunnel_kind: str | None = None  # a carrying UDP flow's Zeek tunnel type
 
 
 class FlowTable:
@@ -356,6 +362,10 @@ class FlowTable:
             fl, dr = self._open(ts, offset, UDP, src, dst, sport, dport, 0, None)
             fl.parsing = False
             fl.services.append((tunnel or "tunnel").lower())
+            # As Zeek's tunnel.log: DISCOVER now, CLOSE when the carrying flow ends.
+            fl.tunnel_kind = UDP_TUNNEL_TYPES.get(tunnel or "", "Tunnel::UNKNOWN")
+            self.emit("tunnel", {**self._conn(fl, ts), "tunnel_type": fl.tunnel_kind,
+                                 "action": "Tunnel::DISCOVER"})
         else:
             fl, dr = entry
         fl.last = ts
@@ -658,6 +668,9 @@ class FlowTable:
         return got
 
     def _tunnel(self, fl: Flow, ev: TunnelOpened, ts: int) -> None:
+        kind = "Tunnel::SOCKS" if isinstance(fl.session, socksp.SocksSession) else "Tunnel::HTTP"
+        self.emit("tunnel", {**self._conn(fl, ts), "tunnel_type": kind,
+                             "action": "Tunnel::DISCOVER"})
         fl.session = None
         fl.head = [b"", b""]
         if ev.orig_rest:
@@ -768,6 +781,9 @@ class FlowTable:
             self.emit("dns", row)
         if fl.ssh is not None:
             self.emit("ssh", fl.ssh)
+        if fl.tunnel_kind is not None:
+            self.emit("tunnel", {**self._conn(fl, fl.last), "tunnel_type": fl.tunnel_kind,
+                                 "action": "Tunnel::CLOSE"})
         self.emit_flow((
             fl.first, fl.offset, fl.uid, ip_text(o), op, ip_text(r), rp,
             PROTO_NAMES.get(p, str(p)), ",".join(fl.services) or None,

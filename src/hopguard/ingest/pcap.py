@@ -44,7 +44,7 @@ from hopguard.ingest.packet import ETHERNET, LINKTYPES, TCP, decode
 
 logger = logging.getLogger(__name__)
 
-APP_TABLES = ("flow", "tls", "x509", "http", "proxy", "dns", "ssh")
+APP_TABLES = ("flow", "tls", "x509", "http", "proxy", "dns", "ssh", "tunnel")
 PARALLEL_MIN_BYTES: Final = 64 << 20  # smaller captures: one reader (forking costs more)
 MAX_WORKERS: Final = 8
 PROGRESS_EVERY: Final = 4 << 20

@@ -357,7 +357,7 @@ def test_parallel_readers_store_the_same_rows(tmp_path: Path) -> None:
         result = ingest_file(store, capture, sensor="t", flow=FlowSettings(workers=workers))
         assert result.failure is None and result.stats.errors == 0
         rows = {}
-        for name in ("flow", "tls", "http", "proxy", "dns", "ssh"):
+        for name in ("flow", "tls", "http", "proxy", "dns", "ssh", "tunnel"):
             # uids differ by worker: compare everything else
             rows[name] = sorted(
                 tuple(str(v) for k, v in r.items() if k not in ("uid", "file_id"))
@@ -396,3 +396,24 @@ def test_a_failing_reader_process_stores_nothing(tmp_path: Path,
         ingest_file(store, path, sensor="t", flow=FlowSettings(workers=2))
     assert sum(store.counts().values()) == 0
     assert store.query("SELECT count(*) AS n FROM source_file").to_pylist() == [{"n": 0}]
+
+
+def test_tunnel_rows_as_zeek_writes_them(tmp_path: Path, ingest: Ingest, store: Store) -> None:
+    from tests.conftest import ROOT
+    assert ingest(ROOT / "examples" / "lab" / "socks-servers" / "capture.pcap.gz").failure is None
+    rows = store.query("SELECT uid, tunnel_type, action FROM tunnel").to_pylist()
+    proxied = store.query(
+        "SELECT uid, protocol FROM proxy WHERE outcome = 'succeeded' OR outcome LIKE '2%'"
+    ).to_pylist()
+    assert rows and sorted((r["uid"], r["tunnel_type"]) for r in rows) == sorted(
+        (p["uid"], "Tunnel::SOCKS" if p["protocol"].startswith("socks") else "Tunnel::HTTP")
+        for p in proxied)
+    assert {r["action"] for r in rows} == {"Tunnel::DISCOVER"}
+    # a UDP encapsulation: DISCOVER when it starts, CLOSE when the carrying flow ends
+    pk = tcp_session("10.0.0.1", "10.0.0.2", 40000, 80, REQ, RESP, wrap=vxlan)
+    ingest(write(tmp_path, pcap(pk)))
+    outer = store.query("SELECT uid FROM flow WHERE dst_port = 4789").to_pylist()
+    got = store.query("SELECT uid, tunnel_type, action FROM tunnel WHERE tunnel_type = "
+                      "'Tunnel::VXLAN' ORDER BY ts, action DESC").to_pylist()
+    assert [(g["uid"], g["action"]) for g in got] == \
+        [(outer[0]["uid"], "Tunnel::DISCOVER"), (outer[0]["uid"], "Tunnel::CLOSE")]
