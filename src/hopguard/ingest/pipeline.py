@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,25 +70,32 @@ def ingest_file(store: Store, path: Path, *, sensor: str, fmt: str | None = None
         cls = FORMATS[fmt] if fmt else detect_format(path, head)
     except HopguardError as exc:
         return FileResult(path=path, format=fmt or "?", stats=IngestStats(), failure=exc)
-    try:
-        digest = sha256_file(path)
-    except OSError as exc:
-        return FileResult(path=path, format=cls.name, stats=IngestStats(),
-                          failure=InputError(f"cannot read: {exc.strerror}",
-                                             SourceLocation(path=str(path))))
-    earlier = store.find_file(digest)
-    if earlier is not None:
-        return FileResult(path=path, format=cls.name, stats=IngestStats(),
-                          duplicate_of=earlier.path)
+    size = path.stat().st_size
+    hasher: _Hasher | None = None
+    digest: str | None = None
+    if size >= HASH_ALONGSIDE_BYTES:
+        # A large file is hashed while it is read (the hash costs seconds per GB); whether it
+        # is a duplicate is then decided just before the commit.
+        hasher = _Hasher(path)
+    else:
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            return FileResult(path=path, format=cls.name, stats=IngestStats(),
+                              failure=InputError(f"cannot read: {exc.strerror}",
+                                                 SourceLocation(path=str(path))))
+        earlier = store.find_file(digest)
+        if earlier is not None:
+            return FileResult(path=path, format=cls.name, stats=IngestStats(),
+                              duplicate_of=earlier.path)
     ctx = IngestContext(path=path, gzipped=gz, head=head, max_record_bytes=max_record_bytes,
                         fast_zeek_tsv=fast_zeek_tsv, store=store, progress=progress,
                         flow=flow)
-    size = path.stat().st_size
     for attempt in (1, 2):
         try:
-            return _ingest_once(store, ctx, cls, digest=digest, size=size, sensor=sensor,
-                                host=host, batch_rows=batch_rows, max_shown=max_shown,
-                                on_rows=on_rows)
+            return _ingest_once(store, ctx, cls, digest=digest, hasher=hasher, size=size,
+                                sensor=sensor, host=host, batch_rows=batch_rows,
+                                max_shown=max_shown, on_rows=on_rows)
         except RetryWithoutFastPath:
             if attempt == 2:
                 raise
@@ -94,13 +103,14 @@ def ingest_file(store: Store, path: Path, *, sensor: str, fmt: str | None = None
     raise AssertionError("unreachable")
 
 
-def _ingest_once(store: Store, ctx: IngestContext, cls: type[Format], *, digest: str, size: int,
-                 sensor: str, host: str | None, batch_rows: int, max_shown: int,
+def _ingest_once(store: Store, ctx: IngestContext, cls: type[Format], *, digest: str | None,
+                 hasher: _Hasher | None, size: int, sensor: str, host: str | None,
+                 batch_rows: int, max_shown: int,
                  on_rows: Callable[[int], None] | None) -> FileResult:
     path = ctx.path
     try:
-        with store.file(path=str(path), sha256=digest, size=size, fmt=cls.name,
-                        sensor=sensor) as file_id:
+        with store.file(path=str(path), sha256=digest or f"pending:{uuid.uuid4()}", size=size,
+                        fmt=cls.name, sensor=sensor) as file_id:
             sink = RowSink(write=store.write, file_id=file_id, sensor=sensor, path=str(path),
                            batch_rows=batch_rows, max_shown=max_shown, on_rows=on_rows)
             cls().read(ctx, sink)
@@ -110,13 +120,55 @@ def _ingest_once(store: Store, ctx: IngestContext, cls: type[Format], *, digest:
                 store.fill_host(file_id, host, [t for t in stats.added if stats.added[t]])
             store.finish_file(file_id, rows=stats.rows, errors=stats.errors,
                               skipped=sum(stats.skipped.values()))
+            if hasher is not None:
+                digest = hasher.result()
+                earlier = store.find_file(digest)
+                if earlier is not None:
+                    raise _Duplicate(earlier.path)  # rolls the copy back
+                store.set_file_sha256(file_id, digest)
             if stats.rows == 0:
                 # Nothing usable: roll back, so that a repaired copy can be ingested later.
                 raise _NothingUsable(stats)
+    except _Duplicate as dup:
+        return FileResult(path=path, format=cls.name, stats=IngestStats(),
+                          duplicate_of=dup.earlier)
     except _NothingUsable as exc:
         return FileResult(path=path, format=cls.name, stats=exc.stats,
                           failure=_nothing_usable(path, exc.stats))
     return FileResult(path=path, format=cls.name, stats=stats)
+
+
+HASH_ALONGSIDE_BYTES = 256 << 20
+
+
+class _Hasher:
+    """SHA-256 of a file in a thread (hashlib and file reads release the GIL)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._digest: str | None = None
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="hopguard-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._digest = sha256_file(self._path)
+        except OSError as exc:
+            self._error = exc
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None or self._digest is None:
+            reason = self._error.strerror if self._error is not None else "no digest"
+            raise InputError(f"cannot read: {reason}", SourceLocation(path=str(self._path)))
+        return self._digest
+
+
+class _Duplicate(Exception):
+    def __init__(self, earlier: str) -> None:
+        super().__init__("duplicate")
+        self.earlier = earlier
 
 
 class _NothingUsable(Exception):

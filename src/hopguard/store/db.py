@@ -210,6 +210,10 @@ class Store:
                 logger.exception("rollback failed")
             raise
 
+    def set_file_sha256(self, file_id: int, sha256: str) -> None:
+        """The content hash of a file whose hash was computed while it was read."""
+        self.con.execute("UPDATE source_file SET sha256 = ? WHERE id = ?", [sha256, file_id])
+
     def finish_file(self, file_id: int, *, rows: int, errors: int, skipped: int) -> None:
         self.con.execute("UPDATE source_file SET rows = ?, errors = ?, skipped = ? WHERE id = ?",
                          [rows, errors, skipped, file_id])

@@ -417,3 +417,21 @@ def test_tunnel_rows_as_zeek_writes_them(tmp_path: Path, ingest: Ingest, store: 
                       "'Tunnel::VXLAN' ORDER BY ts, action DESC").to_pylist()
     assert [(g["uid"], g["action"]) for g in got] == \
         [(outer[0]["uid"], "Tunnel::DISCOVER"), (outer[0]["uid"], "Tunnel::CLOSE")]
+
+
+def test_large_files_are_hashed_while_read_and_still_stored_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    from hopguard.ingest import pipeline
+    monkeypatch.setattr(pipeline, "HASH_ALONGSIDE_BYTES", 0)  # every file counts as large
+    data = pcap(tcp_session("10.0.0.1", "10.0.0.2", 40000, 80, REQ, RESP))
+    first, copy = write(tmp_path, data, "a.pcap"), write(tmp_path, data, "b.pcap")
+    store = Store.open(str(tmp_path / "s.duckdb"))
+    assert pipeline.ingest_file(store, first, sensor="t").failure is None
+    again = pipeline.ingest_file(store, copy, sensor="t")
+    assert again.duplicate_of == str(first) and again.stats.rows == 0
+    assert store.query("SELECT sha256 FROM source_file").to_pylist() == \
+        [{"sha256": hashlib.sha256(data).hexdigest()}]
+    assert len(store.query("SELECT * FROM flow").to_pylist()) == 1
+    store.close()
