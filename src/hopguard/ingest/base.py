@@ -59,6 +59,18 @@ class IngestStats:
     def rows(self) -> int:
         return sum(self.added.values())
 
+    def absorb(self, part: IngestStats, *, max_shown: int, rows: bool = True) -> None:
+        """Add another part's counts (a live segment, a reader process). ``rows=False`` leaves
+        ``added`` alone, for parts whose rows were counted as they were stored."""
+        if rows:
+            for k, v in part.added.items():
+                self.added[k] = self.added.get(k, 0) + v
+        for k, v in part.skipped.items():
+            self.skipped[k] = self.skipped.get(k, 0) + v
+        self.errors += part.errors
+        self.records += part.records
+        self.shown.extend(part.shown[: max(0, max_shown - len(self.shown))])
+
 
 class RowSink:
     """Buffers rows per table, column by column, and flushes batches through ``write``.

@@ -48,7 +48,7 @@ import orjson
 
 from hopguard.errors import SourceLocation
 from hopguard.ingest.base import Format, IngestContext, Row, RowSink, iter_lines, register
-from hopguard.ingest.values import iso_to_us
+from hopguard.ingest.values import iso_to_us, zeek_tcp_state
 
 logger = logging.getLogger(__name__)
 
@@ -239,34 +239,10 @@ def conn_state(proto: str | None, flow: dict[str, Any], tcp: dict[str, Any] | No
             if state == "new" and pkts_toclient == 0:
                 return "S0"
             return {"established": "S1", "closed": "SF"}.get(state, "OTH")
-        if not ts & _SYN:
-            if tc & _SYN:
-                if tc & _RST:
-                    return "RSTRH"
-                if tc & _FIN:
-                    return "SHR"
-            return "OTH"
-        if not tc & _SYN:
-            if tc & _RST:
-                return "REJ"
-            if ts & _RST:
-                return "RSTOS0"
-            if ts & _FIN:
-                return "SH"
-            if not tc and not pkts_toclient:
-                return "S0"
-            return "OTH"
-        if ts & _RST:
-            return "RSTO"
-        if tc & _RST:
-            return "RSTR"
-        if ts & _FIN and tc & _FIN:
-            return "SF"
-        if ts & _FIN:
-            return "S2"
-        if tc & _FIN:
-            return "S3"
-        return "S1"
+        return zeek_tcp_state(
+            syn=bool(ts & _SYN), synack=bool(tc & _SYN), orig_fin=bool(ts & _FIN),
+            orig_rst=bool(ts & _RST), resp_fin=bool(tc & _FIN), resp_rst=bool(tc & _RST),
+            resp_silent=not tc and not pkts_toclient)
     if proto == "udp":
         if pkts_toclient == 0:
             return "S0"

@@ -31,13 +31,13 @@ import base64
 import hashlib
 import logging
 import socket
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from hopguard.errors import ProtocolError
 from hopguard.ingest.packet import ICMP, ICMP6, TCP, UDP, Decoded, Outer
+from hopguard.ingest.values import zeek_tcp_state
 from hopguard.parsers import dns as dnsp
 from hopguard.parsers import dtls as dtlsp
 from hopguard.parsers import http as httpp
@@ -236,7 +236,7 @@ class Flow:
         self.head: list[bytes] = [b"", b""]  # bytes held until a parser is chosen
         self.services: list[str] = []
         self.tls: dict[str, Any] | None = None
-        self.http_pending: deque[dict[str, Any]] = deque()
+        self.http_pending: list[dict[str, Any]] = []
         self.proxy_pending: dict[str, Any] | None = None
         self.dns_pending: dict[int, dict[str, Any]] = {}
         self.ssh: dict[str, Any] | None = None
@@ -464,7 +464,7 @@ class FlowTable:
                 return self._service(fl, "ssl", tlsp.TlsSession())
             if o.startswith(b"SSH-") or r.startswith(b"SSH-"):
                 return self._service(fl, "ssh", sshp.SshSession())
-            if httpp.looks_like_http_request(o.lstrip(b"\r\n")):  # stray EOLs: RFC 9112 §2.2
+            if httpp.looks_like_http_request(o):
                 self._widen(fl, self.s.http_bytes)
                 return self._service(fl, "http", httpp.HttpSession())
             if socksp.looks_like_socks(o):
@@ -680,8 +680,7 @@ class FlowTable:
 
     def _http_request(self, fl: Flow, ev: Any, ts: int) -> None:
         row = self._conn(fl, ts)
-        fl_depth = sum(1 for _ in fl.http_pending) + 1
-        row.update(trans_depth=fl_depth, method=ev.method, host=ev.host, uri=ev.uri,
+        row.update(trans_depth=len(fl.http_pending) + 1, method=ev.method, host=ev.host, uri=ev.uri,
                    version=ev.version, user_agent=ev.user_agent, referrer=ev.referrer,
                    is_proxy_request=ev.is_proxy_request, via=ev.via, forwarded=ev.forwarded,
                    x_forwarded_for=ev.x_forwarded_for, proxied=list(ev.proxied) or None,
@@ -812,34 +811,9 @@ def _state(fl: Flow) -> str:
             return "SHR"
         return "OTH"
     o, r = fl.flags
-    syn, synack = bool(o & _S), bool(r & _H)
-    if not syn and not synack:
-        return "OTH"
-    if syn and not synack:
-        if r & _R:
-            return "REJ"
-        if o & _R:
-            return "RSTOS0"
-        if o & _F:
-            return "SH"
-        return "S0" if not fl.pkts[RESP] else "OTH"
-    if synack and not syn:
-        if r & _R:
-            return "RSTRH"
-        if r & _F:
-            return "SHR"
-        return "OTH"
-    if o & _R:
-        return "RSTO"
-    if r & _R:
-        return "RSTR"
-    if o & _F and r & _F:
-        return "SF"
-    if o & _F:
-        return "S2"
-    if r & _F:
-        return "S3"
-    return "S1"
+    return zeek_tcp_state(syn=bool(o & _S), synack=bool(r & _H), orig_fin=bool(o & _F),
+                          orig_rst=bool(o & _R), resp_fin=bool(r & _F), resp_rst=bool(r & _R),
+                          resp_silent=not fl.pkts[RESP])
 
 
 # Service ports above 1023 that count as a server's side of a conversation (with every port

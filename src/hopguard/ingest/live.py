@@ -20,12 +20,13 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from hopguard.errors import InputError, SourceLocation
 from hopguard.ingest.base import IngestStats, RowSink
-from hopguard.ingest.flows import FLOW_LAYOUT, FlowSettings, FlowTable
+from hopguard.ingest.flows import FlowSettings, FlowTable
 from hopguard.ingest.packet import decode
+from hopguard.ingest.pcap import make_table
 from hopguard.store import Store
 
 logger = logging.getLogger(__name__)
@@ -76,18 +77,7 @@ def capture_live(store: Store, iface: str, *, sensor: str, duration: float | Non
     buf = bytearray(SNAPLEN)
     view = memoryview(buf)
     current: list[RowSink] = []
-
-    def emit(table_name: str, row: dict[str, Any]) -> None:
-        current[0].add(table_name, row)
-
-    def emit_flow(values: tuple[Any, ...]) -> None:
-        current[0].emit("flow", FLOW_LAYOUT, values)
-
-    def anomaly(what: str) -> None:
-        current[0].skip(what)
-
-    table = FlowTable(flow or FlowSettings(), emit=emit, emit_flow=emit_flow, uid_prefix="",
-                      anomaly=anomaly)
+    table = make_table(lambda: current[0], flow, "")
     stamp = f"{time.time_ns()}-{os.getpid()}"
     interrupted = False
     try:
@@ -118,7 +108,7 @@ def capture_live(store: Store, iface: str, *, sensor: str, duration: float | Non
                 store.finish_file(file_id, rows=sink.stats.rows, errors=sink.stats.errors,
                                   skipped=sum(sink.stats.skipped.values()))
                 result.segments.append(file_id)
-                _merge(result.stats, sink.stats)
+                result.stats.absorb(sink.stats, max_shown=max_shown)
             if stopping:
                 break
     finally:
@@ -157,12 +147,3 @@ def _receive(sock: socket.socket, view: memoryview, table: FlowTable, until: flo
             packet(ts, before + n, d, size)
         if on_packets is not None and n % 256 == 0:
             on_packets(before + n, 0)
-
-
-def _merge(total: IngestStats, part: IngestStats) -> None:
-    for k, v in part.added.items():
-        total.added[k] = total.added.get(k, 0) + v
-    for k, v in part.skipped.items():
-        total.skipped[k] = total.skipped.get(k, 0) + v
-    total.errors += part.errors
-    total.shown.extend(part.shown[: max(0, 5 - len(total.shown))])

@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, ClassVar, Final
@@ -32,8 +33,6 @@ from hopguard.errors import HopguardError, SourceLocation
 from hopguard.ingest.base import (
     Format,
     IngestContext,
-    IngestStats,
-    RecordError,
     RowSink,
     open_binary,
     register,
@@ -50,23 +49,27 @@ MAX_WORKERS: Final = 8
 PROGRESS_EVERY: Final = 4 << 20
 # Ethernet type, IPv4 version/IHL, total length, flags/fragment offset, protocol, addresses, ports
 _ETH_IPV4_PORTS: Final = struct.Struct("!12xHBxHxxHxBxx4s4sHH")
+# The share of a connection: (endpoint A XOR endpoint B) times this odd constant, bits 40-63,
+# modulo the readers. Written out at both places in read_share (a call per packet costs more).
+_MIX: Final = 0x9E3779B97F4A7C15
 
 
-def make_table(sink: RowSink, settings: FlowSettings | None, prefix: str | None = None) \
-        -> FlowTable:
-    """A flow table whose rows go to ``sink`` (shared by captures and live interfaces)."""
+def make_table(sink_of: Callable[[], RowSink], settings: FlowSettings | None,
+               prefix: str) -> FlowTable:
+    """A flow table whose rows go to the sink ``sink_of()`` returns at the time (a capture has
+    one sink; a live capture a new one per segment)."""
 
     def emit(table_name: str, row: dict[str, Any]) -> None:
-        sink.add(table_name, row)
+        sink_of().add(table_name, row)
 
     def emit_flow(values: tuple[Any, ...]) -> None:
-        sink.emit("flow", FLOW_LAYOUT, values)
+        sink_of().emit("flow", FLOW_LAYOUT, values)
 
     def anomaly(what: str) -> None:
-        sink.skip(what)
+        sink_of().skip(what)
 
     return FlowTable(settings or FlowSettings(), emit=emit, emit_flow=emit_flow,
-                     uid_prefix=prefix or f"P{sink.file_id:x}G", anomaly=anomaly)
+                     uid_prefix=prefix, anomaly=anomaly)
 
 
 def worker_count(ctx: IngestContext) -> int:
@@ -88,7 +91,7 @@ def read_share(ctx: IngestContext, sink: RowSink, share: int, shares: int,
                progress: Any = None) -> None:
     """Read the capture, keeping the connections of ``share`` (of ``shares``)."""
     prefix = f"P{sink.file_id:x}G" if shares == 1 else f"P{sink.file_id:x}W{share}G"
-    table = make_table(sink, ctx.flow, prefix)
+    table = make_table(lambda: sink, ctx.flow, prefix)
     fh, raw = open_binary(ctx)
     unknown_links: set[int] = set()
     packet = table.packet
@@ -108,7 +111,7 @@ def read_share(ctx: IngestContext, sink: RowSink, share: int, shares: int,
                         40 <= total <= len(data) - 14 and 20 <= (data[46] >> 4) * 4 <= total - 20:
                     h = (int.from_bytes(src, "big") << 16 | sp) ^ \
                         (int.from_bytes(dst, "big") << 16 | dp)
-                    if ((h * 0x9E3779B97F4A7C15) >> 40 & 0xFFFFFF) % shares != share:
+                    if ((h * _MIX) >> 40 & 0xFFFFFF) % shares != share:
                         continue
                     mine = True
             d = decode(linktype, data)
@@ -129,7 +132,7 @@ def read_share(ctx: IngestContext, sink: RowSink, share: int, shares: int,
                 else:
                     h = (int.from_bytes(o[0][-4:], "big") << 16 | o[2]) ^ \
                         (int.from_bytes(o[1][-4:], "big") << 16 | o[3])
-                if ((h * 0x9E3779B97F4A7C15) >> 40 & 0xFFFFFF) % shares != share:
+                if ((h * _MIX) >> 40 & 0xFFFFFF) % shares != share:
                     continue
             packet(ts, offset, d, len(data))
             if progress is not None and raw.consumed >= next_progress:
@@ -230,7 +233,7 @@ class PcapFormat(Format):
                         if progress is not None:
                             progress(msg[1])
                     elif kind == "done":
-                        _merge(sink.stats, msg[1], sink.max_shown)
+                        sink.stats.absorb(msg[1], max_shown=sink.max_shown, rows=False)
                         del pipes[conn]
                     else:
                         failure = failure or msg[1]
@@ -244,12 +247,3 @@ class PcapFormat(Format):
         if failure is not None:
             raise HopguardError(f"a capture reader failed: {failure}",
                                 SourceLocation(path=str(ctx.path)))
-
-
-def _merge(total: IngestStats, part: IngestStats, max_shown: int) -> None:
-    for k, v in part.skipped.items():
-        total.skipped[k] = total.skipped.get(k, 0) + v
-    total.errors += part.errors
-    total.records += part.records
-    room = max(0, max_shown - len(total.shown))
-    total.shown.extend(RecordError(e.location, e.message) for e in part.shown[:room])

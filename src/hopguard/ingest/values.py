@@ -1,4 +1,7 @@
-"""Small, strict converters shared by the readers. Each raises ValueError on bad input."""
+"""Small, strict converters shared by the readers. Each raises ValueError on bad input.
+
+Also the one definition of Zeek's TCP conn_state, which the EVE reader and the packet engine
+both derive from what each side was seen to send."""
 
 from __future__ import annotations
 
@@ -68,3 +71,41 @@ def to_bool(value: object) -> bool | None:
     if s in ("", "-"):
         return None
     raise ValueError(f"not a boolean: {value!r}")
+
+
+def zeek_tcp_state(*, syn: bool, synack: bool, orig_fin: bool, orig_rst: bool, resp_fin: bool,
+                   resp_rst: bool, resp_silent: bool) -> str:
+    """Zeek's conn_state of a TCP connection from what each side sent: the originator's SYN,
+    the responder's SYN-ACK, each side's FIN and RST, and whether the responder sent nothing.
+
+    - no SYN: RSTRH / SHR when the responder's SYN-ACK was followed by its RST / FIN, else OTH;
+    - SYN but no SYN-ACK: REJ (responder RST), RSTOS0 (originator RST), SH (originator FIN),
+      S0 (responder silent), else OTH;
+    - handshake seen: RSTO / RSTR (originator first), SF (both FIN), S2 / S3 (one FIN), S1.
+    """
+    if not syn:
+        if synack:
+            if resp_rst:
+                return "RSTRH"
+            if resp_fin:
+                return "SHR"
+        return "OTH"
+    if not synack:
+        if resp_rst:
+            return "REJ"
+        if orig_rst:
+            return "RSTOS0"
+        if orig_fin:
+            return "SH"
+        return "S0" if resp_silent else "OTH"
+    if orig_rst:
+        return "RSTO"
+    if resp_rst:
+        return "RSTR"
+    if orig_fin and resp_fin:
+        return "SF"
+    if orig_fin:
+        return "S2"
+    if resp_fin:
+        return "S3"
+    return "S1"

@@ -336,9 +336,11 @@ def looks_like_http_request(head: bytes) -> bool:
     """Whether ``head`` (the first bytes an originator sent) can start an HTTP/1 request.
 
     True for a known method followed by a space, and for any prefix of one (the caller may not
-    have more bytes yet); False only when the bytes clearly are something else.
+    have more bytes yet); False only when the bytes clearly are something else. Empty lines
+    before the request line are skipped, as the session does (RFC 9112 §2.2).
     """
-    head = bytes(head[: _MAX_METHOD_LEN + 1])  # also accepts a memoryview
+    # bytes() also accepts a memoryview; the bound keeps a long run of stray EOLs cheap
+    head = bytes(head[:256]).lstrip(b"\r\n")[: _MAX_METHOD_LEN + 1]
     sp = head.find(b" ")
     if sp >= 0:
         return head[:sp] in KNOWN_METHODS

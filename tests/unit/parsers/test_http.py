@@ -298,7 +298,7 @@ def test_bad_direction_is_a_usage_error() -> None:
     (b"GET / HTTP/1.1\r\n", True), (b"CONNECT a:443 HTTP/1.1", True), (b"PROPFIND /", True),
     (b"MKCALEN", True), (b"get / HTTP/1.1", False), (b"GETX / HTTP/1.1", False),
     (b"\x16\x03\x01", False), (b"SSH-2.0-x", False), (b"\x05\x01\x00", False),
-    (b"XYZZYXYZZYXYZZY", False),
+    (b"XYZZYXYZZYXYZZY", False), (b"\r\n\nGET / HTTP/1.1", True), (b"\r\nXYZ ", False),
 ])
 def test_looks_like_http_request(head: bytes, expected: bool) -> None:
     assert looks_like_http_request(head) is expected

@@ -1,21 +1,22 @@
 """SOCKS 4/4a/5 sessions: handshakes, refusals, tunnels, the sniffer, and real captures.
 
-This module also holds the throwaway capture reader the parser tests share (``flows``): just
-enough pcap, link layer, IP, TCP reassembly and UDP to pull payload out of the public corpus.
-It is test scaffolding, not the product's reader (that is hopguard.ingest).
+This module also holds the transcript builder the parser tests share (``flows``): the product's
+capture reader and decoder, plus a plain TCP reassembly, to pull each connection's payload out
+of the public corpus and feed it to one parser directly.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import random
-import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from hopguard.ingest.capture import read_packets
+from hopguard.ingest.packet import decode
 from hopguard.ingest.zeek import parse_header, unescape
 from hopguard.parsers.base import MAX_BUFFER, ORIG, RESP, Malformed, TunnelOpened
 from hopguard.parsers.socks import (
@@ -51,124 +52,27 @@ class _TcpDir:
         self.pending: dict[int, bytes] = {}
 
 
-def _packets(path: Path) -> Iterable[tuple[int, bytes]]:
-    """(linktype, frame) of each packet of a classic pcap or a pcapng file."""
-    raw = path.read_bytes()
-    if raw[:4] == b"\x0a\x0d\x0d\x0a":
-        yield from _pcapng_packets(raw)
-        return
-    endian = {b"\xd4\xc3\xb2\xa1": "<", b"\x4d\x3c\xb2\xa1": "<",
-              b"\xa1\xb2\xc3\xd4": ">", b"\xa1\xb2\x3c\x4d": ">"}[raw[:4]]
-    linktype = struct.unpack_from(endian + "I", raw, 20)[0]
-    pos = 24
-    while pos + 16 <= len(raw):
-        incl = struct.unpack_from(endian + "I", raw, pos + 8)[0]
-        yield linktype, raw[pos + 16: pos + 16 + incl]
-        pos += 16 + incl
-
-
-def _pcapng_packets(raw: bytes) -> Iterable[tuple[int, bytes]]:
-    endian, pos = "<", 0
-    links: list[int] = []
-    while pos + 12 <= len(raw):
-        if raw[pos: pos + 4] == b"\x0a\x0d\x0d\x0a":  # section header: byte order, interfaces
-            endian = "<" if raw[pos + 8: pos + 12] == b"\x4d\x3c\x2b\x1a" else ">"
-            links = []
-        btype, blen = struct.unpack_from(endian + "II", raw, pos)
-        if btype == 1:  # interface description
-            links.append(struct.unpack_from(endian + "H", raw, pos + 8)[0])
-        elif btype == 6:  # enhanced packet
-            iface, _, _, incl = struct.unpack_from(endian + "IIII", raw, pos + 8)
-            yield links[iface], raw[pos + 28: pos + 28 + incl]
-        elif btype == 3:  # simple packet
-            yield links[0], raw[pos + 16: pos + blen - 4]
-        if blen < 12:
-            break
-        pos += blen
-
-
-def _ip_payload(linktype: int, frame: bytes) -> bytes | None:
-    if linktype == 0:  # BSD loopback: 4-byte address family in host order
-        return frame[4:]
-    if linktype in (12, 14, 101):
-        return frame
-    if linktype == 113:  # Linux cooked
-        return frame[16:]
-    if linktype == 1:
-        etype, off = struct.unpack_from("!H", frame, 12)[0], 14
-        while etype in (0x8100, 0x88A8):
-            etype, off = struct.unpack_from("!H", frame, off + 2)[0], off + 4
-        return frame[off:] if etype in (0x0800, 0x86DD) else None
-    return None
-
-
-def _transport(ip: bytes, depth: int = 0) -> tuple[int, bytes, bytes, bytes] | None:
-    """(protocol, source, destination, transport bytes), through IP-in-IP and GRE."""
-    if len(ip) < 20 or depth > 3:
-        return None
-    if ip[0] >> 4 == 4:
-        ihl = (ip[0] & 0xF) * 4
-        total = struct.unpack_from("!H", ip, 2)[0]
-        proto, src, dst = ip[9], ip[12:16], ip[16:20]
-        l4 = ip[ihl: total or len(ip)]
-    elif ip[0] >> 4 == 6 and len(ip) >= 40:
-        plen = struct.unpack_from("!H", ip, 4)[0]
-        proto, src, dst = ip[6], ip[8:24], ip[24:40]
-        l4 = ip[40: 40 + plen]
-    else:
-        return None
-    if proto in (4, 41):
-        return _transport(l4, depth + 1)
-    if proto == 47 and len(l4) >= 4:  # GRE (RFC 2784/2890) and PPTP's enhanced GRE (RFC 2637)
-        flags, etype = struct.unpack_from("!HH", l4, 0)
-        off = 4 + 4 * sum(bool(flags & bit) for bit in (0x8000, 0x2000, 0x1000))
-        off += 4 if flags & 0x0080 and flags & 7 == 1 else 0  # acknowledgment number
-        payload = l4[off:]
-        if etype == 0x880B:  # PPP: optional address/control, then the protocol field
-            payload = payload[2:] if payload[:2] == b"\xff\x03" else payload
-            if payload[:1] == b"\x00":
-                payload = payload[1:]
-            if payload[:1] not in (b"\x21", b"\x57"):
-                return None
-            payload = payload[1:]
-        elif etype not in (0x0800, 0x86DD):
-            return None
-        return _transport(payload, depth + 1)
-    return proto, src, dst, l4
-
-
 def flows(path: Path) -> list[Flow]:
-    """Every TCP and UDP flow in a classic pcap, TCP reassembled in order (retransmissions
-    dropped, out-of-order segments held until the gap fills)."""
+    """Every TCP and UDP flow of a capture, TCP reassembled in order (retransmissions dropped,
+    out-of-order segments held until the gap fills). Frames are read and decoded by the
+    product's capture reader; only this simple reassembly is the tests' own."""
     table: dict[tuple[object, ...], tuple[Flow, tuple[_TcpDir, _TcpDir]]] = {}
     order: list[Flow] = []
-    for linktype, frame in _packets(path):
-        ip = _ip_payload(linktype, frame)
-        inner = _transport(ip) if ip else None
-        if inner is None:
+    with path.open("rb") as fh:
+        decoded = [decode(linktype, frame) for _, linktype, frame, _ in read_packets(fh)]
+    for d in decoded:
+        if d is None or d[0] not in (6, 17):
             continue
-        proto, src, dst, l4 = inner
-        if proto not in (6, 17) or len(l4) < 8:
-            continue
-        sport, dport = struct.unpack_from("!HH", l4, 0)
+        proto, src, dst, sport, dport, tflags, seq, payload = d[:8]
         s = (str(ipaddress.ip_address(src)), sport)
-        d = (str(ipaddress.ip_address(dst)), dport)
-        key = (proto, *sorted([s, d]))
-        if proto == 17:
-            payload, syn, seq = l4[8:], False, 0
-        else:
-            doff = (l4[12] >> 4) * 4
-            flags = l4[13]
-            syn = bool(flags & 0x02)
-            seq = struct.unpack_from("!I", l4, 4)[0]
-            payload = l4[doff:]
+        t = (str(ipaddress.ip_address(dst)), dport)
+        key = (proto, *sorted([s, t]))
+        syn = proto == 6 and bool(tflags & 0x02)
         if key not in table:
             # The originator sent the first SYN (without ACK) or, lacking one, the first packet.
-            orig = s
-            if proto == 6 and syn and l4[13] & 0x10:
-                orig = d
+            orig = t if syn and tflags & 0x10 else s
             flow = Flow(proto="tcp" if proto == 6 else "udp", orig=orig,
-                        resp=d if orig == s else s)
+                        resp=t if orig == s else s)
             table[key] = (flow, (_TcpDir(), _TcpDir()))
             order.append(flow)
         flow, dirs = table[key]
