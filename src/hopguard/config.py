@@ -85,8 +85,138 @@ class PacketSettings:
 @dataclass(slots=True)
 class InventorySettings:
     proxies: list[str] = option(
-        [], "Sanctioned proxies as host:port; findings about them are marked sanctioned.")
-    networks: list[str] = option([], "Internal networks (CIDR); everything else is external.")
+        [], "Sanctioned proxies as host:port (or host for every port); findings about them are "
+        "kept, marked sanctioned and reported at low severity.")
+    relays: list[str] = option(
+        [], "Declared relays, jump hosts, port forwarders and NAT gateways as host:port (or "
+        "host); relay, chain and hub findings through them are marked sanctioned.")
+    networks: list[str] = option(
+        [], "Internal networks (CIDR); everything else is external. Empty: the private, "
+        "loopback, link-local and unique-local ranges.")
+
+
+@dataclass(slots=True)
+class AnalyzeSettings:
+    detectors: list[str] = option(
+        [], "Detectors to run, by name or dotted prefix (empty: all; see 'hopguard detectors').")
+    id_bucket: float = option(
+        86400.0, "Seconds per time bucket in a finding's id: the same entities in another bucket "
+        "make another finding; re-running in the same bucket replaces it.", min=60,
+        max=86400 * 366)
+    max_evidence: int = option(
+        25, "Evidence records kept per finding (the explanation says how many there were).",
+        min=1, max=10_000)
+
+
+@dataclass(slots=True)
+class RelaySettings:
+    window: float = option(
+        2.0, "Seconds after an inbound leg starts within which the outbound leg must start (also "
+        "the join's time bucket).", min=0.01, max=600)
+    byte_low: float = option(
+        0.8, "Lowest outbound/inbound byte ratio accepted, in each direction.", min=0.01, max=1)
+    byte_high: float = option(
+        1.25, "Highest outbound/inbound byte ratio accepted, in each direction.", min=1, max=100)
+    slack_bytes: int = option(
+        4096, "Bytes of protocol overhead (TLS or SSH handshakes on one leg only) allowed on top "
+        "of the ratio.", min=0, max=1 << 30)
+    fanin: int = option(
+        50, "Inbound flows to a service (host, port) with more distinct sources than this are "
+        "not paired (busy services; reported as excluded).", min=2, max=10_000_000)
+    cap: int = option(
+        256, "Outbound candidates per (host, time bucket) beyond which the bucket is not paired "
+        "and is reported as saturated.", min=2, max=10_000_000)
+    timing_gap: float = option(
+        0.5, "Idle gap in seconds that starts an ON period (Zhang-Paxson T_idle).", min=0.01,
+        max=60)
+    timing_delta: float = option(
+        0.08, "Seconds within which an ON period on the outbound leg must follow one on the "
+        "inbound leg to count as coincident (Zhang-Paxson delta).", min=0.001, max=10)
+    timing_ratio: float = option(
+        0.3, "Share of ON periods that must coincide for timing to confirm a pair.", min=0.01,
+        max=1)
+    timing_min_periods: int = option(
+        3, "ON periods the shorter leg needs before the timing test says anything.", min=1,
+        max=10_000)
+    dnat_skew: float = option(
+        0.5, "Seconds between the two captured legs of a kernel port forward (DNAT without SNAT: "
+        "the same client address and port towards two destinations).", min=0.0, max=60)
+    multiplex_min_legs: int = option(
+        2, "Outbound legs a long-lived leg must set off (each within timing_delta of one of its "
+        "ON periods) before it counts as a multiplexed relay (ssh -L/-R/-D, reverse tunnels; "
+        "needs activity sketches).", min=1, max=10_000)
+
+
+@dataclass(slots=True)
+class ChainSettings:
+    max_hops: int = option(8, "Longest path rebuilt from relay pairs, in hops.", min=2, max=32)
+    min_relays: int = option(
+        2, "Relays a path needs to be reported as a chain (one relay is a bridge.relay finding "
+        "already).", min=1, max=31)
+
+
+@dataclass(slots=True)
+class ProxySettings:
+    web_ports: list[int] = option(
+        [80, 443, 8080, 8443], "Ports a CONNECT or SOCKS request may name without "
+        "raising the score (anything else: tunnelling to a non-web service).", min=0,
+        max=65535)
+    beacon_min_connections: int = option(
+        8, "Connections from one client to one inner destination before beaconing is scored.",
+        min=3, max=1_000_000)
+    beacon_score: float = option(
+        0.7, "Beacon score (0-1, RITA-style regularity of intervals) that makes a finding.",
+        min=0, max=1)
+    hub_min_clients: int = option(
+        5, "Internal clients an undeclared host must serve to be a proxy hub.", min=2,
+        max=1_000_000)
+    hub_min_destinations: int = option(
+        10, "External destinations the same host must reach to be a proxy hub.", min=2,
+        max=10_000_000)
+
+
+@dataclass(slots=True)
+class TunnelSettings:
+    service_domains: list[str] = option(
+        [], "Extra tunnel-service domain suffixes (added to the shipped list).")
+    tor_ports: list[int] = option(
+        [9001, 9030, 9050, 9051, 9150],
+        "Ports Tor relays and clients commonly use (ORPort 9001, DirPort 9030, SOCKS 9050/9150, "
+        "control 9051); 443 is left out because it is no signal.", min=0, max=65535)
+    tor_min_confidence: float = option(
+        0.3, "Combined confidence a (client, relay, port) needs before tunnel.tor reports it.",
+        min=0.05, max=1.0)
+    ssh_ports: list[int] = option(
+        [22, 2222], "Ports where SSH is expected; SSH elsewhere is reported by "
+        "tunnel.unusual_port.", min=0, max=65535)
+    tls_ports: list[int] = option(
+        [443, 465, 563, 636, 853, 989, 990, 992, 993, 994, 995, 3269, 4443, 5061, 5223, 5671,
+         6697, 8443, 8883, 9443, 10443],
+        "Ports where TLS is expected; TLS on a port in ssh_ports or on one of the well-known "
+        "clear-text ports (21, 22, 23, 25, 53, 80, 110, 143) is reported by tunnel.unusual_port.",
+        min=0, max=65535)
+    busy_clients: int = option(
+        25, "A non-standard service with at least this many distinct clients is reported as "
+        "info only (a service the site uses).", min=2, max=1_000_000)
+    fingerprints: list[str] = option(
+        [], "Extra client fingerprint priors as 'JA4_OR_JA3=label' (added to the shipped Go TLS "
+        "and tool priors; reported by tunnel.fingerprint at info/low only).")
+
+
+@dataclass(slots=True)
+class FrontingSettings:
+    cdn_domains: list[str] = option(
+        [], "Extra CDN domain suffixes (added to the shipped list).")
+    min_snis: int = option(
+        5, "Distinct SNIs on one CDN from one client fingerprint before it is reported.", min=2,
+        max=1_000_000)
+
+
+@dataclass(slots=True)
+class CorrelateSettings:
+    incident_gap: float = option(
+        3600.0, "Seconds of quiet after which findings about the same host start a new incident.",
+        min=1, max=86400 * 30)
 
 
 @dataclass(slots=True)
@@ -101,6 +231,13 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     packets: PacketSettings = field(default_factory=PacketSettings)
     inventory: InventorySettings = field(default_factory=InventorySettings)
+    analyze: AnalyzeSettings = field(default_factory=AnalyzeSettings)
+    relay: RelaySettings = field(default_factory=RelaySettings)
+    chain: ChainSettings = field(default_factory=ChainSettings)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    tunnel: TunnelSettings = field(default_factory=TunnelSettings)
+    fronting: FrontingSettings = field(default_factory=FrontingSettings)
+    correlate: CorrelateSettings = field(default_factory=CorrelateSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
 
@@ -137,6 +274,7 @@ def _type_name(f: dataclasses.Field[Any]) -> str:
 def _coerce(key: str, f: dataclasses.Field[Any], raw: Any, origin: str) -> Any:
     typ = str(f.type)
     where = SourceLocation(path=origin)
+    lo, hi, choices = f.metadata["min"], f.metadata["max"], f.metadata["choices"]
     try:
         if typ == "bool":
             if isinstance(raw, bool):
@@ -164,11 +302,19 @@ def _coerce(key: str, f: dataclasses.Field[Any], raw: Any, origin: str) -> Any:
                 value = list(raw)
             else:
                 raise ValueError(raw)
+        elif typ == "list[int]":
+            items = raw.split(",") if isinstance(raw, str) else raw
+            if not isinstance(items, list) or any(isinstance(i, bool) for i in items):
+                raise ValueError(raw)
+            value = [int(i) for i in items if str(i).strip()]
+            if (lo is not None and any(i < lo for i in value)) or \
+                    (hi is not None and any(i > hi for i in value)):
+                raise ConfigError(f"{key}: every item must be within {lo}..{hi}", where)
+            return value
         else:  # pragma: no cover - every field type is listed above
             raise ValueError(typ)
     except (TypeError, ValueError):
         raise ConfigError(f"{key}: expected {typ}, got {raw!r}", where) from None
-    lo, hi, choices = f.metadata["min"], f.metadata["max"], f.metadata["choices"]
     if lo is not None and value < lo:
         raise ConfigError(f"{key}: {value} is below the minimum {lo}", where)
     if hi is not None and value > hi:

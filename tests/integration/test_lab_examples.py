@@ -33,3 +33,16 @@ def test_example_matches_its_truth(truth: Path, tmp_path: Path) -> None:
         shutil.copyfileobj(fh, out)
     got = check_run(tmp_path)
     assert got["scenario"] == src.name and got["tools"]
+
+
+@pytest.mark.parametrize("truth", EXAMPLES, ids=lambda p: p.parent.name)
+def test_example_findings(truth: Path) -> None:
+    """What `make demo` shows: every planted item of the shipped recordings is found, the
+    sanctioned proxy is reported as sanctioned, no medium+ finding is about a benign host."""
+    from hopguard.lab.truth import Truth
+    from tests.lab.evaluate import hunt, score
+    findings, _ = hunt(truth.parent)
+    s = score(truth.parent.name, Truth.read(truth), findings)
+    print(s.line())
+    assert not s.missed, s.line()
+    assert not s.benign_alarms, s.line()

@@ -59,3 +59,28 @@ def syns(pcap: Path) -> list[tuple[str, int, str, int]]:
                          text=True).stdout
     pat = re.compile(r" IP (\d+\.\d+\.\d+\.\d+)\.(\d+) > (\d+\.\d+\.\d+\.\d+)\.(\d+):")
     return [(m[1], int(m[2]), m[3], int(m[4])) for m in pat.finditer(out)]
+
+
+# Scenarios that need a longer run than the default to show what they plant (the beacon needs
+# enough connections to have intervals to score).
+DURATIONS = {"proxy-beacon": 24.0}
+
+
+@pytest.fixture(scope="session")
+def scenario_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """scenario_run(name) -> output directory of one run of that scenario, made once per test
+    session and shared by every test that looks at it; each run must leave the machine as it
+    found it."""
+    from hopguard.lab.run import run_scenario
+    done: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in done:
+            before = leftovers()
+            out = tmp_path_factory.mktemp(name)
+            run_scenario(name, out, duration=DURATIONS.get(name, 8.0))
+            assert leftovers() == before, f"{name}: the run left something behind"
+            done[name] = out
+        return done[name]
+
+    return get

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from hopguard import __version__
+from hopguard.cli.analyze import exit_code, print_analysis, run_analyze, style_of
 from hopguard.cli.common import (
     DEBUG,
     ConfigOpt,
@@ -96,19 +97,60 @@ def hunt(inputs: InputsArg = None, sensor: SensorOpt = None,
     """Ingest, analyze and report in one go (the main job)."""
     env, report = _ingest(inputs or [], sensor, input_format, host, progress, config, set_, db,
                           debug, iface=iface, duration=duration)
-    with env.open_store(read_only=False) as store:
-        counts = store.counts()
-        table = Table(title=f"What the store {env.db} holds", title_justify="left")
-        table.add_column("table")
-        table.add_column("rows", justify="right")
-        table.add_column("what a row is")
-        for name, n in counts.items():
-            if name != "finding":
-                table.add_row(name, f"{n:,}", TABLES[name].doc)
-        out.print(table)
-        out.print("No detectors are installed in this version yet: the store is ready for "
-                  "'hopguard sql'.", style="dim")
-    raise typer.Exit(report.exit_code)
+    analysis = run_analyze(env, show_progress=progress)
+    print_analysis(analysis)
+    _print_incidents(env)
+    raise typer.Exit(report.exit_code or exit_code(analysis))
+
+
+DetectorsOpt = Annotated[list[str] | None, typer.Option(
+    "--detector", "-d", help="Run only this detector or family (repeatable; see "
+    "'hopguard detectors') [default: analyze.detectors, else all].", show_default=False)]
+
+
+@app.command()
+def analyze(detector: DetectorsOpt = None,
+            verbose: Annotated[bool, typer.Option("--verbose", "-v", help=(
+                "Show each detector's findings count and time."))] = False,
+            progress: ProgressOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+            db: DbOpt = None, debug: DebugOpt = False) -> None:
+    """Run the detectors over the store; findings replace those of the same detectors."""
+    env = make_env(config, set_, db, debug)
+    analysis = run_analyze(env, detector, show_progress=progress)
+    print_analysis(analysis, verbose=verbose)
+    _print_incidents(env)
+    raise typer.Exit(exit_code(analysis))
+
+
+@app.command()
+def detectors() -> None:
+    """List the detectors, what each looks for and its ATT&CK technique."""
+    from hopguard.analytics.run import load_detectors
+    table = Table(title="Detectors (run in this order)", title_justify="left")
+    for col in ("name", "ATT&CK", "reads", "what it finds"):
+        table.add_column(col)
+    for d in load_detectors().values():
+        table.add_row(d.name, d.technique, ", ".join(d.tables), d.summary)
+    out.print(table)
+
+
+def _print_incidents(env: Env, limit: int = 30) -> None:
+    with env.open_store(read_only=True) as store:
+        rows = store.query("SELECT risk, severity, title, hosts, techniques, len(findings) AS n "
+                           "FROM incident ORDER BY sanctioned, risk DESC, first_seen LIMIT ?",
+                           [limit]).to_pylist()
+    if not rows:
+        return
+    table = Table(title="Incidents (riskiest first; 'hopguard findings' and 'hopguard explain "
+                  "ID' for the evidence)", title_justify="left")
+    for col in ("risk", "severity", "incident", "hosts", "ATT&CK", "findings"):
+        table.add_column(col, justify="right" if col in ("risk", "findings") else "left",
+                         overflow="fold")
+    for r in rows:
+        table.add_row(f"{r['risk']:.0f}", f"[{style_of(r['severity'])}]{r['severity']}[/]",
+                      r["title"], ", ".join(r["hosts"][:6]), ", ".join(r["techniques"]),
+                      str(r["n"]))
+    out.print(table)
 
 
 def _check_format(name: str | None) -> None:

@@ -77,6 +77,7 @@ def run_scenario(name: str, out: Path, *, seed: int = 1, duration: float = 12.0,
                 if keep_logs:
                     copy_logs(env)
         truth.write(out / "truth.json")
+        write_inventory(truth, out / "hopguard.toml")
         return truth
     finally:
         _restore_signals(previous)
@@ -116,3 +117,17 @@ def _trap_signals() -> dict[int, object]:
 def _restore_signals(previous: dict[int, object]) -> None:
     for sig, handler in previous.items():
         signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def write_inventory(truth: Truth, path: Path) -> None:
+    """The office's declared infrastructure as a hopguard configuration, what a site would
+    write: the LAN is internal and the sanctioned proxies are declared, so `hopguard hunt
+    --config hopguard.toml` over the run's files reports them as sanctioned."""
+    from hopguard.lab.net import LAN
+    proxies = sorted({f"{p.proxy}:{p.port}" for p in truth.proxies if p.sanctioned})
+    quoted = ", ".join(f'"{p}"' for p in proxies)
+    path.write_text("# written by 'hopguard lab run': the lab office's declared infrastructure\n"
+                    "[inventory]\n"
+                    f'networks = ["{LAN}"]\n'
+                    f"proxies = [{quoted}]\n")
+

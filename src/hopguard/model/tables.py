@@ -294,6 +294,23 @@ _table(
     _c("explanation", STR, "message"),
     _c("mitigation", STR, "", "JSON object: M-ids and concrete actions"),
     _c("sanctioned", BOOL, ""),
+    _c("hosts", STRS, "related.ip", "every address the finding involves"),
+    _c("incident", STR, "", "incident.id this finding belongs to (correlate/)"),
+)
+_table(
+    "incident", "findings grouped per host or per chain, with a risk score (correlate/)",
+    _c("id", STR, "event.id"),
+    _c("title", STR, "message"),
+    _c("kind", STR, "", "host (findings about one host) or chain (findings along one path)"),
+    _c("key", STR, "", "the host address, or the chain as 'a > b > c'"),
+    _c("risk", F64, "event.risk_score", "0-100: the strongest finding, raised by corroboration"),
+    _c("severity", STR, "event.severity"),
+    _c("first_seen", TS, "event.start"),
+    _c("last_seen", TS, "event.end"),
+    _c("hosts", STRS, "related.ip"),
+    _c("techniques", STRS, "threat.technique.id"),
+    _c("findings", STRS, "", "finding ids, strongest first"),
+    _c("sanctioned", BOOL, "", "every finding in it is about declared infrastructure"),
 )
 
 

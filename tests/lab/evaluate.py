@@ -1,0 +1,151 @@
+"""Score a lab run's findings against its truth.json: what was planted and found (recall), what
+was reported at medium or higher and is real (precision), and findings about benign hosts.
+
+A planted item is found when a finding names it the way the contract says: a relay by its five
+entities, a chain by its path, an unsanctioned proxy by (proxy, port) at medium or higher, the
+sanctioned proxy by a finding marked sanctioned, domain fronting by a fronting.* finding naming
+the client, a beacon by a proxy.beacon finding naming the client and the inner target. A medium+
+finding is true when it matches a planted item or is about a host the scenario used (not in
+``benign_hosts``); it is a false alarm when its primary host is benign.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hopguard.analytics.base import SEVERITY_RANK
+from hopguard.analytics.run import analyze
+from hopguard.config import load_settings
+from hopguard.ingest.pipeline import ingest_file
+from hopguard.store import Store
+
+MEDIUM = SEVERITY_RANK["medium"]
+
+
+@dataclass(slots=True)
+class Score:
+    scenario: str
+    planted: list[str] = field(default_factory=list)
+    missed: list[str] = field(default_factory=list)
+    alarms: int = 0  # medium+ findings
+    true_alarms: int = 0
+    benign_alarms: list[str] = field(default_factory=list)
+
+    @property
+    def recall(self) -> float:
+        return 1.0 if not self.planted else 1 - len(self.missed) / len(self.planted)
+
+    @property
+    def precision(self) -> float:
+        return 1.0 if not self.alarms else self.true_alarms / self.alarms
+
+    def line(self) -> str:
+        found = len(self.planted) - len(self.missed)
+        return (f"{self.scenario:22} recall {self.recall:.2f} ({found}/{len(self.planted)})"
+                f"  precision {self.precision:.2f} ({self.true_alarms}/"
+                f"{self.alarms} medium+)" + (f"  missed: {self.missed}" if self.missed else "")
+                + (f"  benign alarms: {self.benign_alarms}" if self.benign_alarms else ""))
+
+
+def _primary(f: dict[str, Any]) -> str:
+    for key in ("relay", "proxy", "hub", "host", "client", "src"):
+        v = f["entities"].get(key)
+        if isinstance(v, str) and v:
+            return v
+    return (f["hosts"] or ["?"])[0]
+
+
+def _relay_key(e: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(e.get(k) for k in ("relay", "client", "in_port", "upstream", "up_port"))
+
+
+def planted_items(truth: dict[str, Any]) -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for r in truth["relays"]:
+        items.append(("relay", _relay_key(r)))
+    for c in truth["chains"]:
+        items.append(("chain", tuple(c)))
+    for p in truth["proxies"]:
+        items.append(("sanctioned-proxy" if p["sanctioned"] else "proxy", (p["proxy"], p["port"])))
+    for fr in truth["fronting"]:
+        items.append(("fronting", fr["client"]))
+    for note in truth["notes"]:
+        n = json.loads(note) if note.startswith("{") else {}
+        if n.get("kind") == "beacon":
+            items.append(("beacon", (n.get("client"), n.get("inner_destination"))))
+    return list(dict.fromkeys(items))
+
+
+def matches(kind: str, key: Any, f: dict[str, Any]) -> bool:
+    e, det = f["entities"], f["detector"]
+    if kind == "relay":
+        return det == "bridge.relay" and _relay_key(e) == key
+    if kind == "chain":
+        return det.startswith("chain.") and tuple(e.get("chain", ())) == key
+    if kind == "proxy":
+        return (det.startswith("proxy.") and (e.get("proxy"), e.get("port")) == key
+                and SEVERITY_RANK[f["severity"]] >= MEDIUM and not f["sanctioned"])
+    if kind == "sanctioned-proxy":
+        return (e.get("proxy"), e.get("port")) == key and bool(f["sanctioned"])
+    if kind == "fronting":
+        return det.startswith("fronting.") and e.get("client") == key
+    if kind == "beacon":
+        client, target = key
+        return (det == "proxy.beacon" and e.get("client") == client
+                and str(target or "").split(":")[0] in str(e.get("target", "")))
+    raise ValueError(kind)
+
+
+def score(scenario: str, truth: dict[str, Any], findings: list[dict[str, Any]]) -> Score:
+    s = Score(scenario)
+    benign = {truth["hosts"][h]["ip"] for h in truth["benign_hosts"] if h in truth["hosts"]}
+    items = planted_items(truth)
+    for kind, key in items:
+        label = f"{kind} {key}"
+        s.planted.append(label)
+        if not any(matches(kind, key, f) for f in findings):
+            s.missed.append(label)
+    for f in findings:
+        if SEVERITY_RANK[f["severity"]] < MEDIUM or f["sanctioned"]:
+            continue
+        s.alarms += 1
+        primary = _primary(f)
+        if any(matches(kind, key, f) for kind, key in items) or primary not in benign:
+            s.true_alarms += 1
+        if primary in benign:
+            s.benign_alarms.append(f"{f['detector']} {primary}: {f['title']}")
+    return s
+
+
+def read_findings(store: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = store.query("SELECT * FROM finding").to_pylist()
+    for r in rows:
+        for key in ("entities", "evidence", "mitigation"):
+            r[key] = json.loads(r[key])
+    return rows
+
+
+def run_files(out: Path) -> list[Path]:
+    """The files of a lab run that hopguard ingests (truth.json and the config are not data)."""
+    return sorted(p for p in out.iterdir() if p.is_file()
+                  and p.name not in ("truth.json", "hopguard.toml"))
+
+
+def hunt(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """What `hopguard hunt --config out/hopguard.toml out/` stores, as finding dicts, plus the
+    analyzer's notes."""
+    settings = load_settings(out / "hopguard.toml", (), environ={},
+                             layers=[out / "hopguard.toml"])
+    store = Store.open(":memory:")
+    try:
+        for path in run_files(out):
+            result = ingest_file(store, path, sensor="lab")
+            assert result.failure is None, f"{path.name}: {result.failure}"
+        report = analyze(store, settings)
+        assert not report.failed, report.failed
+        return read_findings(store), report.notes
+    finally:
+        store.close()
