@@ -173,6 +173,26 @@ class ProxySettings:
     hub_min_destinations: int = option(
         10, "External destinations the same host must reach to be a proxy hub.", min=2,
         max=10_000_000)
+    proxy_ports: list[int] = option(
+        [1080, 3128, 3129, 8080, 8000, 8118, 8888, 80, 443], "Ports where proxies usually "
+        "listen; a SOCKS or CONNECT handshake to a proxy on any other port raises the score.",
+        min=0, max=65535)
+    failure_min: int = option(
+        3, "Refused or failed-authentication handshakes from one client through one proxy to "
+        "one target before they score as probing or password spraying.", min=1,
+        max=1_000_000)
+    beacon_bytes_weight: float = option(
+        0.25, "Weight of the request-size regularity (RITA's data-size score) in the beacon "
+        "score, when flow sizes are known; timing regularity and coverage share the rest.",
+        min=0, max=0.5)
+    hub_slack: float = option(
+        1.0, "Seconds after an inbound client connection ends within which an outbound "
+        "connection still counts as overlapping it (proxy hub).", min=0, max=3600)
+    hub_exclude_ports: list[int] = option(
+        [53, 67, 68, 88, 123, 137, 138, 161, 162, 389, 514, 636, 25, 465, 587, 5353],
+        "Service ports ignored on both sides of a proxy hub: resolvers, time, DHCP, "
+        "NetBIOS, SNMP, syslog, Kerberos/LDAP and mail relays fan in and out by design.",
+        min=0, max=65535)
 
 
 @dataclass(slots=True)
@@ -210,6 +230,13 @@ class FrontingSettings:
     min_snis: int = option(
         5, "Distinct SNIs on one CDN from one client fingerprint before it is reported.", min=2,
         max=1_000_000)
+    max_fp_clients: int = option(
+        1, "fronting.multi_sni: a fingerprint (JA4, else JA3) seen from more clients than this "
+        "is common software (a browser) and is not reported.", min=1, max=1_000_000)
+    nat_window: float = option(
+        5.0, "fronting.sni_host: when the log that holds SNI and Host saw a public (NAT) client "
+        "address, an internal flow to the same server, port and source port within this many "
+        "seconds names the real client (0: no NAT attribution).", min=0, max=300)
 
 
 @dataclass(slots=True)

@@ -12,7 +12,11 @@ answer passed back. Any other Host gets 404. That is what domain fronting abuses
 the front domain, Host says the hidden one.
 
 Each request is logged as one JSON line on standard output (time, client, SNI, Host, path,
-route, status), so a lab run can check what the edge saw. Runs inside a lab namespace only.
+route, status), so a lab run can check what the edge saw. With ``--eve PATH`` the edge also
+writes what a TLS-terminating gateway or CDN would log in Suricata EVE form: one ``tls`` event per
+handshake and one ``http`` event per request, sharing the connection's ``flow_id``, so hopguard
+ingests SNI and Host of one connection under one uid (fronting.sni_host). Runs inside a lab
+namespace only.
 """
 
 from __future__ import annotations
@@ -20,23 +24,39 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import itertools
 import json
 import socket
 import ssl
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import IO, Any
 
 MAX_BODY = 16 << 20
 _log_lock = threading.Lock()
+_eve: IO[str] | None = None  # --eve: the gateway log in Suricata EVE form
+_flow_ids = itertools.count(int(time.time() * 1000) % 1_000_000 * 1_000_000 + 1)
 
 
 def log(record: dict[str, Any]) -> None:
     with _log_lock:
         sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
         sys.stdout.flush()
+
+
+def eve(event_type: str, conn: dict[str, Any], **fields: Any) -> None:
+    """One EVE record for the connection ``conn`` (flow_id and endpoints), if --eve is on."""
+    if _eve is None:
+        return
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+0000")
+    record = {"timestamp": stamp, "event_type": event_type, "proto": "TCP", "host": "edge",
+              **conn, **fields}
+    with _log_lock:
+        _eve.write(json.dumps(record, sort_keys=True) + "\n")
+        _eve.flush()
 
 
 class EdgeServer(ThreadingHTTPServer):
@@ -57,6 +77,15 @@ class EdgeServer(ThreadingHTTPServer):
         except (ssl.SSLError, OSError) as exc:
             log({"t": time.time(), "client": client_address[0], "error": f"tls: {exc}"})
             return
+        try:
+            local = tls.getsockname()
+            conn = {"flow_id": next(_flow_ids), "src_ip": client_address[0],
+                    "src_port": client_address[1], "dest_ip": local[0], "dest_port": local[1]}
+            tls.lab_conn = conn  # type: ignore[attr-defined]
+            version = (tls.version() or "").replace("TLSv", "TLS ")
+            eve("tls", conn, tls={"sni": sni_of(tls) or "", "version": version})
+        except OSError:
+            pass
         try:
             EdgeHandler(tls, client_address, self)
         finally:
@@ -104,6 +133,16 @@ class EdgeHandler(BaseHTTPRequestHandler):
             status, ctype, data = 404, "text/plain", b"unknown host\n"
         record["status"] = status
         log(record)
+        conn = getattr(self.connection, "lab_conn", None)
+        if isinstance(conn, dict):
+            tx = conn.setdefault("tx", 0)
+            conn["tx"] = tx + 1
+            eve("http", {k: v for k, v in conn.items() if k != "tx"}, tx_id=tx,
+                app_proto="http", http={
+                    "hostname": self.headers.get("Host") or "", "url": self.path,
+                    "http_method": self.command, "protocol": self.request_version,
+                    "http_user_agent": self.headers.get("User-Agent") or "",
+                    "status": status, "length": len(data)})
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
@@ -148,7 +187,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--origin", action="append", default=[], type=parse_origin,
                     help="NAME=IP:PORT:ORIGIN_NAME, a Host fetched from an HTTPS origin")
     ap.add_argument("--origin-ca", help="CA file for the origins' certificates")
+    ap.add_argument("--eve", help="also write tls and http events as Suricata EVE JSON here")
     args = ap.parse_args(argv)
+    global _eve
+    if args.eve:
+        _eve = open(args.eve, "a", encoding="utf-8")  # noqa: SIM115 - open for the process
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(args.cert, args.key)
 

@@ -450,7 +450,10 @@ class DomainFronting(Scenario):
         edge = lab.spawn(name, [env.python, "-m", "hopguard.lab.edge", "--port", "443",
                                 "--cert", str(crt), "--key", str(key), "--site", FRONT,
                                 "--origin", f"{HIDDEN}={C2}:443:c2.example.net",
-                                "--origin-ca", str(env.work / "c2.crt")], name="edge")
+                                "--origin-ca", str(env.work / "c2.crt"),
+                                # what a TLS-terminating CDN/gateway logs: SNI and Host of each
+                                # connection under one flow_id (fronting.sni_host reads it)
+                                "--eve", str(env.out / "edge-eve.json")], name="edge")
         lab.wait_port(name, 443)
         resolve = f"{FRONT}:443:{edge_ip}"
 
@@ -483,4 +486,6 @@ class DomainFronting(Scenario):
              cover_requests=len(runs) - len(beacons),
              detail=("SNI and certificate say the front domain for both clients; only the "
                      "HTTP Host inside TLS differs. The edge's own request log (JSON lines, "
-                     "logs/edge-edge-*.log with --keep-logs) shows sni/host/route per request"))
+                     "logs/edge-edge-*.log with --keep-logs) shows sni/host/route per request; "
+                     "edge-eve.json is the edge's gateway log (Suricata EVE tls + http events "
+                     "per connection) that hopguard ingests"))
