@@ -32,13 +32,17 @@ system-deps:
 demo: $(STAMP) system-deps
 	@mkdir -p $(dir $(DEMO_DB))
 	@rm -f $(DEMO_DB) $(DEMO_DB).wal
-	$(BIN)/hopguard hunt --db $(DEMO_DB) examples/
+	$(BIN)/hopguard hunt --no-progress --config examples/hopguard.toml --db $(DEMO_DB) \
+	  -o $(dir $(DEMO_DB))report.html examples/
+	@echo
+	@echo "One chain, explained from its evidence (hopguard explain ID):"
+	@$(BIN)/hopguard explain --db $(DEMO_DB) $$($(BIN)/hopguard sql --db $(DEMO_DB) -f csv \
+	  "SELECT id FROM finding WHERE detector = 'chain.multihop' ORDER BY first_seen LIMIT 1" | tail -n 1)
 	@echo
 	@echo "One query over every host and source: proxy and relay tools started anywhere"
 	$(BIN)/hopguard sql --db $(DEMO_DB) "SELECT ts, coalesce(host, sensor) AS host, platform, user, left(command_line, 90) AS command_line FROM process WHERE regexp_matches(command_line, '(portproxy|socat|microsocks| nc |ncat|ssh -[LRD])') ORDER BY ts"
 	@echo
-	@echo "From the lab captures: proxy handshakes on the wire and the TLS inside them (same uid)"
-	$(BIN)/hopguard sql --db $(DEMO_DB) "SELECT p.ts, p.src_ip, p.dst_ip || ':' || p.dst_port AS proxy, p.protocol, coalesce(p.target_host, p.target_ip) || ':' || p.target_port AS target, p.outcome, t.sni, t.ja4 FROM proxy p LEFT JOIN tls t USING (uid) WHERE p.protocol <> 'http-connect' OR p.dst_ip <> '10.10.0.5' ORDER BY p.ts"
+	@echo "The HTML report (self-contained): $(dir $(DEMO_DB))report.html"
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check src tests bench

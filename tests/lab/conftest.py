@@ -63,7 +63,7 @@ def syns(pcap: Path) -> list[tuple[str, int, str, int]]:
 
 # Scenarios that need a longer run than the default to show what they plant (the beacon needs
 # enough connections to have intervals to score).
-DURATIONS = {"proxy-beacon": 24.0}
+DURATIONS = {"proxy-beacon": 40.0}
 
 
 @pytest.fixture(scope="session")

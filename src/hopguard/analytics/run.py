@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import orjson
 import pyarrow as pa
 
 from hopguard.analytics.base import (
@@ -119,7 +120,7 @@ def analyze(store: Store, settings: Settings, *, detectors: list[str] | None = N
     report.findings = _dedupe(report.findings)
     report.notes = ctx.notes
     ran = [d.name for d in chosen if not any(r.name == d.name and r.error for r in report.runs)]
-    report.incidents = _store(store, settings, ran, report.findings)
+    report.incidents = _store(store, settings, ran, report.findings, ctx.notes)
     for table in ("hg_addr",):
         con.execute(f"DROP TABLE IF EXISTS {table}")
     report.seconds = time.monotonic() - started
@@ -144,7 +145,7 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
 
 
 def _store(store: Store, settings: Settings, detector_names: list[str],
-           findings: list[Finding]) -> int:
+           findings: list[Finding], notes: list[str]) -> int:
     """Replace the findings of the detectors that ran, then rebuild every incident from all
     stored findings (those of detectors that did not run this time included); one
     transaction. Returns the number of incidents."""
@@ -168,8 +169,19 @@ def _store(store: Store, settings: Settings, detector_names: list[str],
         if incidents:
             store.write("incident", pa.Table.from_pylist(incidents,
                                                          schema=arrow_schema("incident")))
+        store.set_meta(NOTES_KEY, orjson.dumps(notes).decode())
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     return len(incidents)
+
+
+NOTES_KEY = "analyze_notes"
+
+
+def stored_notes(store: Store) -> list[str]:
+    """What the last analysis said it left out (excluded services, saturated buckets ...)."""
+    raw = store.meta(NOTES_KEY)
+    notes = orjson.loads(raw) if raw else []
+    return [str(n) for n in notes] if isinstance(notes, list) else []

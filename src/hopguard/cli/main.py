@@ -25,6 +25,7 @@ from hopguard.cli.common import (
     out,
     print_arrow,
 )
+from hopguard.cli.findings import explain_cmd, findings_cmd, report_cmd
 from hopguard.cli.ingest import IngestReport, print_summary, run_ingest
 from hopguard.cli.lab import lab_app
 from hopguard.config import iter_options
@@ -38,6 +39,9 @@ app = typer.Typer(
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
 app.add_typer(config_app, name="config")
 app.add_typer(lab_app, name="lab")
+app.command("findings")(findings_cmd)
+app.command("report")(report_cmd)
+app.command("explain")(explain_cmd)
 
 InputsArg = Annotated[list[Path] | None, typer.Argument(
     help="Files or directories (recursively) of telemetry; .gz is read transparently.",
@@ -91,8 +95,11 @@ def _ingest(inputs: list[Path], sensor: str | None, input_format: str | None, ho
 @app.command()
 def hunt(inputs: InputsArg = None, sensor: SensorOpt = None,
          input_format: FormatNameOpt = None, host: HostOpt = None, iface: IfaceOpt = None,
-         duration: DurationOpt = None, progress: ProgressOpt = None, config: ConfigOpt = None,
-         set_: SetOpt = None,
+         duration: DurationOpt = None, progress: ProgressOpt = None,
+         output: Annotated[Path | None, typer.Option(
+             "-o", "--output", help="Also write the findings here: an HTML report for *.html, "
+             "JSON lines (the findings contract) otherwise.", show_default=False)] = None,
+         config: ConfigOpt = None, set_: SetOpt = None,
          db: DbOpt = None, debug: DebugOpt = False) -> None:
     """Ingest, analyze and report in one go (the main job)."""
     env, report = _ingest(inputs or [], sensor, input_format, host, progress, config, set_, db,
@@ -100,7 +107,38 @@ def hunt(inputs: InputsArg = None, sensor: SensorOpt = None,
     analysis = run_analyze(env, show_progress=progress)
     print_analysis(analysis)
     _print_incidents(env)
+    _print_findings(env, "medium")
+    if output is not None:
+        _write_output(env, output)
     raise typer.Exit(report.exit_code or exit_code(analysis))
+
+
+def _print_findings(env: Env, severity: str) -> None:
+    from hopguard.report.findings import FindingFilter, findings_table, load_findings
+    with env.open_store(read_only=True) as store:
+        found = load_findings(store, FindingFilter(severity=severity, sanctioned=False))
+    if found:
+        out.print(findings_table(found, title=f"Findings of {severity} severity or higher "
+                                 "(not sanctioned)"))
+
+
+def _write_output(env: Env, output: Path) -> None:
+    from hopguard.report.findings import load_findings, write_jsonl
+    from hopguard.report.html import build_report, render_html
+    with env.open_store(read_only=True) as store:
+        try:
+            if output.suffix.lower() in (".html", ".htm"):
+                data = build_report(store)
+                output.write_text(render_html(data), encoding="utf-8")
+                what = f"{len(data.findings)} findings, {len(data.incidents)} incidents"
+            else:
+                with output.open("wb") as fh:
+                    n = write_jsonl(load_findings(store), fh)
+                what = f"{n} findings as JSON lines"
+        except OSError as exc:
+            from hopguard.errors import ConfigError
+            raise ConfigError(f"cannot write {output}: {exc.strerror}") from None
+    out.print(f"{output}: {what}", highlight=False, markup=False)
 
 
 DetectorsOpt = Annotated[list[str] | None, typer.Option(
@@ -271,8 +309,8 @@ def config_dump(config: ConfigOpt = None, set_: SetOpt = None) -> None:
             bounds.append("one of " + ", ".join(info.choices))
         extra = f" ({'; '.join(bounds)})" if bounds else ""
         out.print(f"# {info.help} [{info.type}, default {_toml(info.default)}]{extra}",
-                  markup=False, highlight=False)
-        out.print(f"{key} = {_toml(info.value)}", markup=False, highlight=False)
+                  markup=False, highlight=False, soft_wrap=True)
+        out.print(f"{key} = {_toml(info.value)}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _num(v: float) -> str:

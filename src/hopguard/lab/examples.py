@@ -30,8 +30,10 @@ def regenerate(dest: Path, names: tuple[str, ...] = CURATED, duration: float = 6
             target = dest / name
             shutil.rmtree(target, ignore_errors=True)
             target.mkdir(parents=True)
-            for f in ("audit.log", "nft-monitor.log", "truth.json", "hopguard.toml"):
-                shutil.copy(out / f, target / f)
+            for f in ("audit.log", "nft-monitor.log", "truth.json", "hopguard.toml",
+                      "edge-eve.json"):
+                if (out / f).exists():  # edge-eve.json: the CDN edge's log (domain fronting)
+                    shutil.copy(out / f, target / f)
             with (out / "capture.pcap").open("rb") as src, \
                     gzip.open(target / "capture.pcap.gz", "wb", compresslevel=9) as dst:
                 shutil.copyfileobj(src, dst)

@@ -237,6 +237,14 @@ class Store:
         for name in tables:
             self.con.execute(f'DELETE FROM "{name}" WHERE file_id = ?', [file_id])
 
+    def set_meta(self, key: str, value: str) -> None:
+        """Keep a small named value with the store (inside the caller's transaction)."""
+        self.con.execute("INSERT OR REPLACE INTO hg_meta VALUES (?, ?)", [key, value])
+
+    def meta(self, key: str) -> str | None:
+        value = self._scalar("SELECT value FROM hg_meta WHERE key = ?", [key])
+        return None if value is None else str(value)
+
     # -- queries ------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:

@@ -93,9 +93,10 @@ def test_config_dump_lists_every_option(capsys: pytest.CaptureFixture[str]) -> N
     assert parsed["ingest"]["sensor"] == "edge-1" and parsed["store"]["batch_rows"] == 50000
 
 
-def test_hunt_prints_store_contents(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_hunt_ingests_analyzes_and_reports(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "hunt", "--db", str(tmp_path / "h.duckdb"), str(ZEEK))
-    assert code == 0 and "What the store" in out and "proxy" in out
+    assert code == 0 and "Ingest summary" in out and " findings (" in out
 
 
 def test_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
