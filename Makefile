@@ -66,6 +66,7 @@ bench: $(STAMP)
 	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(BENCH_APT)"
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/pcap.py
+	$(BIN)/python bench/hunt.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
