@@ -1,12 +1,16 @@
 """Score a lab run's findings against its truth.json: what was planted and found (recall), what
 was reported at medium or higher and is real (precision), and findings about benign hosts.
 
-A planted item is found when a finding names it the way the contract says: a relay by its five
-entities, a chain by its path, an unsanctioned proxy by (proxy, port) at medium or higher, the
-sanctioned proxy by a finding marked sanctioned, domain fronting by a fronting.* finding naming
-the client, a beacon by a proxy.beacon finding naming the client and the inner target. A medium+
-finding is true when it matches a planted item or is about a host the scenario used (not in
-``benign_hosts``); it is a false alarm when its primary host is benign.
+A planted item is found when a finding names it the way the contract says:
+- a relay by its five entities;
+- a chain by its path (a one-relay chain through a CDN edge, whose onward leg no sensor sees,
+  by the fronting finding that names its client and edge);
+- an unsanctioned proxy by (proxy, port) at medium or higher, the sanctioned proxy by a finding
+  marked sanctioned;
+- domain fronting by a fronting.* finding naming the client;
+- a beacon by a proxy.beacon finding naming the client and the inner target.
+A medium+ finding is true when it matches a planted item or is about a host the scenario used
+(not in ``benign_hosts``); it is a false alarm when its primary host is benign.
 """
 
 from __future__ import annotations
@@ -84,7 +88,12 @@ def matches(kind: str, key: Any, f: dict[str, Any]) -> bool:
     if kind == "relay":
         return det == "bridge.relay" and _relay_key(e) == key
     if kind == "chain":
-        return det.startswith("chain.") and tuple(e.get("chain", ())) == key
+        if det.startswith("chain.") and tuple(e.get("chain", ())) == key:
+            return True
+        # client -> CDN edge -> hidden origin: the edge's onward leg crosses no sensor; the
+        # fronting finding names the client and the edge, and the Host it asked the edge for
+        return (len(key) == 3 and det.startswith("fronting.") and e.get("client") == key[0]
+                and e.get("edge") == key[1])
     if kind == "proxy":
         return (det.startswith("proxy.") and (e.get("proxy"), e.get("port")) == key
                 and SEVERITY_RANK[f["severity"]] >= MEDIUM and not f["sanctioned"])
@@ -129,8 +138,9 @@ def read_findings(store: Any) -> list[dict[str, Any]]:
 
 
 def run_files(out: Path) -> list[Path]:
-    """The files of a lab run that hopguard ingests (truth.json and the config are not data)."""
-    return sorted(p for p in out.iterdir() if p.is_file()
+    """The files of a lab run that hopguard ingests (truth.json and the config are not data;
+    an empty nft-monitor.log says no ruleset changed and is no format)."""
+    return sorted(p for p in out.iterdir() if p.is_file() and p.stat().st_size
                   and p.name not in ("truth.json", "hopguard.toml"))
 
 

@@ -33,6 +33,8 @@ that share the tunnel's uid carry the *inner* SNI. Four analytics read it:
     From the flow table of any source: an internal host with inbound connections from at least
     ``hub_min_clients`` internal clients and, while one of them is open (plus ``hub_slack``),
     outbound connections to at least ``hub_min_destinations`` external addresses (T1090.001).
+    Only connections that carried data both ways count (scans and refused attempts do not make
+    a client or a destination).
     Overlap is computed in one window pass: the running maximum end time of inbound flows at
     each outbound start. Servers of other kinds that fan in and out by design (resolvers, NTP,
     DHCP, mail relays, directory services: ``hub_exclude_ports``) are excluded by port on both
@@ -666,6 +668,7 @@ def detect_hub(ctx: Context) -> Iterable[Finding]:
                    sa.internal AS si, da.internal AS di
             FROM flow f JOIN {addr} sa ON sa.ip = f.src_ip JOIN {addr} da ON da.ip = f.dst_ip
             WHERE f.ts IS NOT NULL AND f.src_ip <> f.dst_ip
+              AND f.src_bytes > 0 AND f.dst_bytes > 0
               AND coalesce(f.dst_port, -1) NOT IN ({excl})
               AND NOT {_LOOPBACK_SQL.format(c="f.src_ip")}
               AND NOT {_LOOPBACK_SQL.format(c="f.dst_ip")}),
