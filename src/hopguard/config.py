@@ -141,6 +141,11 @@ class RelaySettings:
     dnat_skew: float = option(
         0.5, "Seconds between the two captured legs of a kernel port forward (DNAT without SNAT: "
         "the same client address and port towards two destinations).", min=0.0, max=60)
+    causal_window: float = option(
+        0.5, "Where both legs carry activity sketches, seconds after one of the client's ON "
+        "periods within which an outbound leg whose bytes match by ratio must start (a relay "
+        "that spawns a process per connection, like ncat --sh-exec, takes 100-200 ms); other "
+        "matches must start within timing_delta.", min=0.001, max=60)
     multiplex_min_legs: int = option(
         2, "Outbound legs a long-lived leg must set off (each within timing_delta of one of its "
         "ON periods) before it counts as a multiplexed relay (ssh -L/-R/-D, reverse tunnels; "

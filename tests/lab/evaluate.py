@@ -15,6 +15,7 @@ A medium+ finding is true when it matches a planted item or is about a host the 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,10 @@ def planted_items(truth: dict[str, Any]) -> list[tuple[str, Any]]:
     for c in truth["chains"]:
         items.append(("chain", tuple(c)))
     for p in truth["proxies"]:
+        if ipaddress.ip_address(p["proxy"]).is_loopback:
+            # ssh -D on the client's own loopback: no packet of it crosses a network sensor;
+            # the endpoint side (the listening ssh process) is the endpoint analytics' to find
+            continue
         items.append(("sanctioned-proxy" if p["sanctioned"] else "proxy", (p["proxy"], p["port"])))
     for fr in truth["fronting"]:
         items.append(("fronting", fr["client"]))

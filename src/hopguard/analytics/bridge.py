@@ -24,7 +24,9 @@ back to X). Three shapes are paired, all in SQL over one temp table of eligible 
    Where both legs carry sketches, a process pair also needs a causal start: the outbound leg
    begins within timing_delta of an ON period of the client on the inbound leg (a relay
    connects onwards because its client just spoke; in the lab captures true pairs start
-   0.3-3 ms after one, coincidental ones 46-1350 ms).
+   0.3-3 ms after one, coincidental ones 46-1350 ms), or within relay.causal_window when the
+   bytes match by ratio (a relay that spawns a process per connection, ncat --sh-exec, starts
+   its outbound leg 110-190 ms after the client's first packet).
    Two bounds keep the candidate volume linear (§3.6): inbound flows to a busy *service*
    (host, port) with more than relay.fanin distinct sources are not paired, and outbound
    (host, bucket) cells with more than relay.cap flows are "saturated" and skipped; both are
@@ -38,10 +40,12 @@ back to X). Three shapes are paired, all in SQL over one temp table of eligible 
 3. multiplexed relays (ssh -L/-D into H, ssh -R or a reverse tunnel opened *by* H): one
    long-lived leg between H and a peer carries many shorter legs H->Y. With activity sketches,
    each short leg that starts within timing_delta of an ON period the peer started on the long
-   leg, and fits inside it in time and bytes, is counted; relay.multiplex_min_legs of them, and
-   at least timing_ratio of the legs to that service, make a relay (sshuttle: 3 of 7, the rest
-   start inside an ON period that was already running). Without sketches (Zeek, EVE) this
-   shape is not looked for, and the note says so.
+   leg, and fits inside it in time and bytes, is counted; relay.multiplex_min_legs of them, at
+   least timing_ratio of the legs the long leg could carry, and their bytes within its own,
+   prove the long leg a carrier (sshuttle: 3 of 7, the rest start inside an ON period that was
+   already running). Each destination with a coincident leg is then a relay of it: ssh -D sends
+   a first request inside the session's opening burst, so per destination one is enough.
+   Without sketches (Zeek, EVE) this shape is not looked for, and the note says so.
 
 The pairs stay in the temp table named by ``ctx.cache["relay_pairs"]`` for chain.multihop.
 One finding is made per (relay, client, in_port, upstream, up_port, kind).
@@ -99,6 +103,7 @@ def relay_pairs(ctx: Context) -> str:
     s = ctx.settings.relay
     w, lo, hi, slack = _num(s.window), _num(s.byte_low), _num(s.byte_high), _num(s.slack_bytes)
     delta, gap = _num(s.timing_delta), _num(s.timing_gap)
+    causal = _num(s.causal_window)
     skew = _num(max(s.dnat_skew, 0.001))  # the DNAT join's bucket (0 would divide by zero)
     ctx.execute(f"""
         CREATE OR REPLACE TEMP TABLE {FLOWS} AS
@@ -185,13 +190,16 @@ def relay_pairs(ctx: Context) -> str:
             SELECT in_uid, out_uid, {fwd} + {rev} AS hits,
                    least(len(ia) + len(ib2), len(oa) + len(ob2)) AS periods,
                    len(list_filter(ia, lambda x: out_ts >= x AND out_ts <= x + {delta})) > 0
-                     AS causal
+                     AS causal,
+                   len(list_filter(ia, lambda x: out_ts >= x AND out_ts <= x + {causal})) > 0
+                     AS causal_loose
             FROM sk)
         SELECT c.*, coalesce(s.hits, 0) AS timing_hits, coalesce(s.periods, 0) AS timing_periods,
                coalesce(s.periods >= {int(s.timing_min_periods)}
                         AND s.hits >= {_num(s.timing_ratio)} * s.periods, false) AS timing_ok
         FROM hg_relay_cand c LEFT JOIN score s USING (in_uid, out_uid)
-        WHERE (c.kind <> 'process' OR s.causal IS NULL OR s.causal)
+        WHERE (c.kind <> 'process' OR s.causal IS NULL OR s.causal
+               OR (c.match = 'ratio' AND s.causal_loose))
           AND (c.match <> 'timing' OR coalesce(
                 s.periods >= {int(s.timing_min_periods)}
                 AND s.hits >= {_num(s.timing_ratio)} * s.periods, false))
@@ -244,12 +252,20 @@ def _multiplexed(ctx: Context) -> None:
             WHERE o.uid <> L.uid AND o.rh <> L.peer AND o.t > L.t AND o.t <= L.t_end
               AND o.t_end <= L.t_end + {w}
               AND o.ob <= L.carried_ob + {slack} AND o.rb <= L.carried_rb + {slack}),
-        svc AS (
+        proven AS (
+            -- a service the long leg carries: enough of the legs to it start with one of the
+            -- peer's resumes, and together they fit in the long leg's bytes
             SELECT in_uid, dst, up_port FROM hit GROUP BY ALL
             HAVING count(*) FILTER (WHERE coincident) >= {int(s.multiplex_min_legs)}
                AND count(*) FILTER (WHERE coincident) >= {_num(s.timing_ratio)} * count(*)
                AND sum(out_ob) <= max(carried_ob) + {slack}
-               AND sum(out_rb) <= max(carried_rb) + {slack})
+               AND sum(out_rb) <= max(carried_rb) + {slack}),
+        svc AS (
+            SELECT in_uid, dst, up_port FROM proven
+            UNION
+            -- once the long leg is proven a carrier, one coincident leg names another service
+            SELECT in_uid, dst, up_port FROM hit
+            WHERE coincident AND in_uid IN (SELECT in_uid FROM proven))
         SELECT h.in_uid, h.out_uid, h.src, h.src_port,
                h.in_port,
                h.out_port, h.dst, h.up_port, h.in_proto, h.up_proto, h.in_ts, h.out_ts,

@@ -151,10 +151,20 @@ def _finding(ctx: Context, r: dict[str, Any]) -> Finding:
         + (0.05 if paths >= 2 else 0.0)
     conf = min(0.95, conf)
     hops = len(route) - 1
-    evidence = [Evidence(table="flow", uid=str(uid),
-                         summary=f"path {i + 1}: flow {j + 1} of {len(up)} "
-                         f"({route[j]} -> {route[j + 1]})")
-                for i, up in enumerate(r["uid_paths"]) for j, uid in enumerate(up)]
+    # one record per connection: the legs of a long tunnel are shared by every path through it
+    in_paths: dict[str, list[int]] = {}
+    position: dict[str, tuple[int, int]] = {}
+    for i, up in enumerate(r["uid_paths"]):
+        for j, uid in enumerate(up):
+            in_paths.setdefault(str(uid), []).append(i + 1)
+            position.setdefault(str(uid), (j, len(up)))
+    evidence = []
+    for uid, where in in_paths.items():
+        j, n = position[uid]
+        hop = f"{route[j]} -> {route[j + 1]}" if j + 1 < len(route) else route[j]
+        evidence.append(Evidence(
+            table="flow", uid=uid, summary=f"flow {j + 1} of {n} ({hop}), in "
+            f"{'path ' + str(where[0]) if len(where) == 1 else f'{len(where)} paths'}"))
     first, last = relays[0], relays[-1]
     fam = "ip6" if ":" in first else "ip"
     explanation = (
@@ -183,6 +193,6 @@ def _finding(ctx: Context, r: dict[str, Any]) -> Finding:
                   "relays": [{"relay": h, "kind": k}
                              for h, k in zip(relays, kinds, strict=False)],
                   "destination": destination},
-        evidence=evidence, evidence_total=sum(len(u) for u in r["uid_paths"]),
+        evidence=evidence, evidence_total=len(evidence),
         explanation=explanation, mitigation=Mitigation(ids=["M1037", "M1031"], actions=actions),
         hosts=route)

@@ -11,9 +11,10 @@ that share the tunnel's uid carry the *inner* SNI. Four analytics read it:
     destination is reported at least as ``info``. Additive signals raise a score in 0..1 that
     sets the severity: a non-web target port (tunnelling another protocol, T1572), a ``.onion``
     or tor2web name (T1090.003), an internal target reached through a proxy (a pivot), an
-    external proxy (T1090.002), a proxy port outside ``proxy.proxy_ports``, an undeclared proxy
-    when an inventory exists, refused or failed-authentication replies (probing, password
-    spraying through the proxy) and an inner SNI that differs from the requested name. The
+    external proxy (T1090.002; more so when declared proxies exist and it bypasses them), a proxy
+    port outside ``proxy.proxy_ports``, an undeclared proxy when an inventory exists, refused
+    or failed-authentication replies (probing, password spraying through the proxy) and an
+    inner SNI that differs from the requested name. The
     entities keep ``proxy`` and ``port`` so run.py marks declared proxies as sanctioned (low at
     most); a plain CONNECT to :443 scores 0.
 ``proxy.server``
@@ -316,6 +317,8 @@ def _score_handshakes(ctx: Context, g: HandshakeGroup, family: str) -> None:
             techniques.append("T1090.001")
     if r["proxy_internal"] is False and r["client_internal"]:
         g.add(0.2, f"internal client uses an external proxy {proxy}")
+        if inv.proxies:  # a sanctioned way out exists: this one goes around it
+            g.add(0.3, "the declared proxies are bypassed")
         techniques.append("T1090.002")
     if port is not None and port not in s.proxy_ports and port not in TOR_CLIENT_PORTS:
         g.add(0.15, f"proxy listens on non-standard port {port}")
