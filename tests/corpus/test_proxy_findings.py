@@ -13,7 +13,8 @@ Each capture is ingested into its own in-memory store and analysed with the defa
 (``--detector proxy``), so findings of one capture cannot satisfy another's expectations. A
 second check goes the other way: every SOCKS/CONNECT row the engine put in the proxy table of
 these captures (plus the corpus's other captures named after SOCKS, CONNECT or proxies) has a
-finding naming its target.
+finding naming its target. A third: where a capture holds both legs of a proxied connection
+(found here with plain SQL), bridge.relay names the proxy as the relay between them.
 """
 
 from __future__ import annotations
@@ -218,3 +219,55 @@ def test_every_proxy_row_is_reported_with_its_target(corpus_root: Path,
             if f["detector"] in HANDSHAKE_DETECTORS and f["entities"]["target"].endswith(":443") \
                     and f["entities"]["port"] in (1080, 3128, 8080):
                 assert f["severity"] in ("info", "low"), f
+
+
+def _second_legs(store: Store) -> list[dict[str, Any]]:
+    """Handshakes whose onward leg is in the same capture: a flow from the proxy to the target
+    (by address, or by a name the capture's DNS answers resolve) that starts within 2 s after
+    the client's connection, while it is open. Found with plain SQL over the stored rows,
+    independently of the relay detector."""
+    return store.query("""
+        WITH names AS (SELECT DISTINCT lower(query) AS name, unnest(answers) AS ip FROM dns
+                       WHERE answers IS NOT NULL),
+             hs AS (SELECT p.uid, p.src_ip, p.dst_ip, p.dst_port, p.target_port,
+                           coalesce(p.target_ip, n.ip, p.target_host) AS target
+                    FROM proxy p LEFT JOIN names n ON n.name = lower(p.target_host)
+                    WHERE p.outcome = 'succeeded' OR starts_with(p.outcome, '200'))
+        SELECT DISTINCT hs.src_ip AS client, hs.dst_ip AS relay, hs.dst_port AS in_port,
+               o.dst_ip AS upstream, o.dst_port AS up_port
+        FROM hs JOIN flow i ON i.uid = hs.uid
+        JOIN flow o ON o.src_ip = hs.dst_ip AND o.dst_ip = hs.target
+                   AND o.dst_port = hs.target_port AND o.uid <> i.uid
+        WHERE epoch(o.ts) BETWEEN epoch(i.ts) AND epoch(i.ts) + 2
+          AND epoch(o.ts) <= epoch(i.ts) + coalesce(i.duration, 0)
+          AND i.src_bytes > 0""").to_pylist()
+
+
+def test_both_legs_in_one_capture_make_a_relay(corpus_root: Path) -> None:
+    """Where a capture holds both legs of a proxied connection (client -> proxy and proxy ->
+    target), bridge.relay names the proxy as a relay between the two."""
+    caps = sorted({x.capture for x in expectations(corpus_root)}
+                  | {corpus_root / p for p in EXTRA if (corpus_root / p).is_file()})
+    checked, missing = 0, []
+    for cap in caps:
+        store = Store.open(":memory:")
+        try:
+            ingest_file(store, cap, sensor="corpus")
+            legs = _second_legs(store)
+            if not legs:
+                continue
+            run(store, "bridge")
+            got = {(f["entities"]["relay"], f["entities"]["client"], f["entities"]["in_port"],
+                    f["entities"]["upstream"], f["entities"]["up_port"])
+                   for f in findings(store, "bridge.relay")}
+        finally:
+            store.close()
+        for leg in legs:
+            checked += 1
+            key = (leg["relay"], leg["client"], leg["in_port"], leg["upstream"], leg["up_port"])
+            if key not in got:
+                missing.append(f"{cap.relative_to(corpus_root)}: {key}; relays found: {got}")
+    print(f"\n{checked} proxied connections with both legs in the capture, {len(missing)} "
+          "without a relay finding")
+    assert not missing, "\n".join(missing)
+    assert checked >= 2  # zeek socks-auth.pcap and socks-auth-10080.pcap: connect-back

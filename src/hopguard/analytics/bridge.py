@@ -21,6 +21,9 @@ back to X). Three shapes are paired, all in SQL over one temp table of eligible 
      2000: a resume on the inbound leg followed within timing_delta by one on the outbound leg,
      and the answer the other way round; ratio of coincidences to the shorter leg's ON periods
      >= timing_ratio). This rescues pairs whose bytes differ (compression, padding, chaff).
+   * handshake: a SOCKS or CONNECT request on the inbound leg names the upstream (address, or
+     a name the stored DNS answers resolve), so the proxy's connection there within the window
+     is the other leg whatever the bytes (the client may even name itself: X = Y allowed).
    Where both legs carry sketches, a process pair also needs a causal start: the outbound leg
    begins within timing_delta of an ON period of the client on the inbound leg (a relay
    connects onwards because its client just spoke; in the lab captures true pairs start
@@ -75,7 +78,8 @@ FLOWS = "hg_relay_flow"
 
 # Base confidence of one aggregated relay by how its pairs matched; raised by timing
 # confirmation, repetition and an external upstream (see _confidence).
-BASE = {"ratio": 0.55, "slack": 0.35, "timing": 0.6, "dnat": 0.7, "multiplex": 0.5}
+BASE = {"ratio": 0.55, "slack": 0.35, "timing": 0.6, "dnat": 0.7, "multiplex": 0.5,
+        "handshake": 0.65}
 
 
 def _num(x: float) -> str:
@@ -172,6 +176,40 @@ def relay_pairs(ctx: Context) -> str:
           AND (o.t > i.t OR (o.t = i.t AND o.uid > i.uid)) AND o.t <= i.t + {skew}
           -- NAT leaves packets as they were: the same bytes (2 % + 64 B for capture loss)
           AND abs(o.ob - i.ob) <= 0.02 * i.ob + 64 AND abs(o.rb - i.rb) <= 0.02 * i.rb + 64""")
+    # A proxy handshake on the inbound leg names the upstream: the onward connection from the
+    # proxy to that target (by address, or by a name the DNS answers in the store resolve),
+    # starting within the window while the inbound leg is open, is the other leg whatever the
+    # bytes say. The client may even name itself as the target (a SOCKS connect-back), so
+    # X = Y is allowed here.
+    ctx.execute(f"""
+        INSERT INTO hg_relay_cand BY NAME
+        WITH names AS (SELECT DISTINCT lower(query) AS name, unnest(answers) AS ip FROM dns
+                       WHERE answers IS NOT NULL AND query IS NOT NULL),
+             hs AS (SELECT DISTINCT p.uid, p.target_port AS tport,
+                           coalesce(p.target_ip, n.ip, p.target_host) AS target
+                    FROM proxy p LEFT JOIN names n ON n.name = lower(p.target_host)
+                    WHERE p.uid IS NOT NULL AND p.target_port IS NOT NULL
+                      AND (p.outcome IS NULL OR p.outcome = 'succeeded'
+                           OR starts_with(p.outcome, '2')))
+        ,
+             -- the onward leg may not have carried data yet (a capture that ends right after
+             -- the handshake): any connection the proxy opened counts, not only eligible flows
+             onward AS (
+                SELECT uid, epoch(ts) AS t, epoch(ts) + coalesce(duration, 0) AS t_end,
+                       src_ip AS oh, src_port AS op, dst_ip AS rh, dst_port AS rp,
+                       coalesce(proto, 'tcp') AS proto,
+                       CAST(coalesce(src_bytes, 0) AS DOUBLE) AS ob,
+                       CAST(coalesce(dst_bytes, 0) AS DOUBLE) AS rb,
+                       (src_bursts IS NOT NULL AND dst_bursts IS NOT NULL) AS sk
+                FROM flow
+                WHERE uid IS NOT NULL AND ts IS NOT NULL
+                  AND (dst_ip, dst_port) IN (SELECT target, tport FROM hs))
+        SELECT {cols}, i.rh AS host, 'process' AS kind, 'handshake' AS match
+        FROM hs JOIN {FLOWS} i ON i.uid = hs.uid
+        JOIN onward o ON o.oh = i.rh AND o.rh = hs.target AND o.rp = hs.tport
+        WHERE o.uid <> i.uid AND o.t >= i.t AND o.t <= i.t + {w} AND o.t <= i.t_end
+          AND NOT EXISTS (SELECT 1 FROM hg_relay_cand c
+                          WHERE c.in_uid = i.uid AND c.out_uid = o.uid)""")
     # Timing (Zhang-Paxson ON/OFF coincidence) for the candidates whose legs both carry sketches.
     fwd = _coincide("ia", "oa", delta)  # client resumes, relay resumes towards the upstream
     rev = _coincide("ob2", "ib2", delta)  # upstream answers, relay hands them back
@@ -198,7 +236,7 @@ def relay_pairs(ctx: Context) -> str:
                coalesce(s.periods >= {int(s.timing_min_periods)}
                         AND s.hits >= {_num(s.timing_ratio)} * s.periods, false) AS timing_ok
         FROM hg_relay_cand c LEFT JOIN score s USING (in_uid, out_uid)
-        WHERE (c.kind <> 'process' OR s.causal IS NULL OR s.causal
+        WHERE (c.kind <> 'process' OR s.causal IS NULL OR s.causal OR c.match = 'handshake'
                OR (c.match = 'ratio' AND s.causal_loose))
           AND (c.match <> 'timing' OR coalesce(
                 s.periods >= {int(s.timing_min_periods)}
