@@ -211,3 +211,24 @@ def test_lab_truth_relays_are_found(store: Store, scenario: str) -> None:
             assert key[0] == "10.10.0.5"
     chains = [f["entities"]["chain"] for f in findings(store, "chain.multihop")]
     assert chains == truth["chains"]
+
+
+@pytest.mark.parametrize(("source", "kinds"), [
+    ("zeek/conn.log", {("10.10.2.7", "10.10.1.42", 8443, "203.0.113.66", 443, "process"),
+                       ("10.10.2.7", "10.10.1.42", 2222, "10.10.5.9", 22, "kernel")}),
+    ("hq-span-eve.json", {("10.10.2.7", "10.10.1.42", 8443, "203.0.113.66", 443, "process"),
+                          ("10.10.2.7", "10.10.1.51", 1080, "10.10.5.9", 445, "process"),
+                          ("10.10.2.7", "10.10.1.51", 1080, "198.51.100.77", 443, "process")}),
+])
+def test_relays_from_flow_logs(store: Store, source: str,
+                               kinds: set[tuple[Any, ...]]) -> None:
+    """The same detector over other sensors' flow records (Zeek conn.log, Suricata EVE flow):
+    no activity sketches there, so pairs rest on timing windows and bytes alone."""
+    path = Path(__file__).resolve().parents[3] / "examples" / source
+    assert ingest_file(store, path, sensor="test").failure is None
+    report = run(store, "bridge", overrides=("inventory.proxies=['10.10.0.5:3128']",))
+    got = {(e["relay"], e["client"], e["in_port"], e["upstream"], e["up_port"], e["kind"])
+           for e in (f["entities"] for f in findings(store, "bridge.relay"))
+           if e["relay"] != "10.10.0.5"}
+    assert got == kinds
+    assert any("activity sketches" in n for n in report.notes)
