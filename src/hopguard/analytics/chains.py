@@ -72,7 +72,8 @@ def multihop(ctx: Context) -> list[Finding]:
         SELECT h.*, f.src_ip, f.dst_ip, f.dst_port, epoch(f.ts) AS t0,
                epoch(f.ts) + coalesce(f.duration, 0) AS t1
         FROM ({_HANDSHAKES}) h JOIN flow f USING (uid)
-        WHERE len(h.targets) >= 2
+        WHERE len(h.targets) >= 2 AND f.ts IS NOT NULL AND f.src_ip IS NOT NULL
+          AND f.dst_ip IS NOT NULL
           AND h.uid NOT IN (SELECT in_uid FROM {pairs} UNION SELECT out_uid FROM {pairs})""")
     paths: dict[tuple[tuple[str, ...], int], dict[str, Any]] = {}
     for w in walks:

@@ -65,3 +65,42 @@ def test_max_hops_bounds_the_walk(store: Store) -> None:
     got = findings(store, "chain.multihop")
     assert [f["entities"]["chain"] for f in got] == [hosts[:4]]
     assert "may go on" in got[0]["explanation"]
+
+
+def _socks(uid: str, client: str, proxy: str, t: float, target: str, port: int) -> dict[str, Any]:
+    return {"ts": t, "uid": uid, "src_ip": client, "src_port": 40000, "dst_ip": proxy,
+            "dst_port": 1080, "protocol": "socks5", "target_ip": target, "target_port": port,
+            "outcome": "succeeded"}
+
+
+def test_nested_handshakes_name_hops_no_sensor_sees(store: Store) -> None:
+    """proxychains: ws -> app:1080 asks for hop2:1080, and inside that tunnel asks hop2 for
+    c2:443. Only the first connection crosses the sensor."""
+    ws, app, hop2, c2 = "10.0.1.42", "10.0.2.7", "203.0.113.80", "203.0.113.66"
+    put(store, "flow", [flow(ws, 40000, app, 1080, 0.0, 2.0, 900, 2400, uid="N1")])
+    put(store, "proxy", [_socks("N1", ws, app, 0.01, hop2, 1080),
+                         _socks("N1", ws, app, 0.02, c2, 443)])
+    run(store, "chain.multihop")
+    [f] = findings(store, "chain.multihop")
+    assert f["entities"]["chain"] == [ws, app, hop2, c2]
+    assert f["entities"]["destination"] == f"{c2}:443"
+    assert [r["kind"] for r in f["entities"]["relays"]] == ["socks5", "socks5"]
+
+
+def test_a_handshake_on_the_last_leg_extends_the_path(store: Store) -> None:
+    ws, app, hop2, c2 = "10.0.1.42", "10.0.2.7", "203.0.113.80", "203.0.113.66"
+    put(store, "flow", path_flows([ws, app, hop2], 0, [1080, 1080]))
+    put(store, "proxy", [_socks("P0_1", app, hop2, 0.01, c2, 443)])
+    run(store, "bridge.relay", "chain.multihop")
+    [f] = findings(store, "chain.multihop")
+    assert f["entities"]["chain"] == [ws, app, hop2, c2]
+    assert [r["kind"] for r in f["entities"]["relays"]] == ["process", "socks5"]
+
+
+def test_handshakes_on_flows_without_times_are_passed_over(store: Store) -> None:
+    put(store, "flow", [{**flow("10.0.1.42", 40000, "10.0.2.7", 1080, 0.0, 2.0, 900, 2400,
+                                uid="N2"), "ts": None}])
+    put(store, "proxy", [_socks("N2", "10.0.1.42", "10.0.2.7", 0.01, "203.0.113.80", 1080),
+                         _socks("N2", "10.0.1.42", "10.0.2.7", 0.02, "203.0.113.66", 443)])
+    run(store, "chain.multihop")
+    assert findings(store, "chain.multihop") == []
