@@ -141,6 +141,12 @@ class RelaySettings:
     dnat_skew: float = option(
         0.5, "Seconds between the two captured legs of a kernel port forward (DNAT without SNAT: "
         "the same client address and port towards two destinations).", min=0.0, max=60)
+    end_tolerance: float = option(
+        0.2, "Slack-matched legs must end together: within this share of the inbound leg's "
+        "duration (plus 50 ms).", min=0.0, max=10)
+    dnat_byte_tolerance: float = option(
+        0.02, "Kernel port forward legs carry the same packets: bytes may differ by this share "
+        "(plus 64 B, for capture loss).", min=0.0, max=1)
     causal_window: float = option(
         0.5, "Where both legs carry activity sketches, seconds after one of the client's ON "
         "periods within which an outbound leg whose bytes match by ratio must start (a relay "

@@ -108,6 +108,7 @@ def relay_pairs(ctx: Context) -> str:
     w, lo, hi, slack = _num(s.window), _num(s.byte_low), _num(s.byte_high), _num(s.slack_bytes)
     delta, gap = _num(s.timing_delta), _num(s.timing_gap)
     causal = _num(s.causal_window)
+    endtol, dnattol = _num(s.end_tolerance), _num(s.dnat_byte_tolerance)
     skew = _num(max(s.dnat_skew, 0.001))  # the DNAT join's bucket (0 would divide by zero)
     ctx.execute(f"""
         CREATE OR REPLACE TEMP TABLE {FLOWS} AS
@@ -146,7 +147,7 @@ def relay_pairs(ctx: Context) -> str:
     # TCP on both sides: on the 5M bench, slack pairs without that were all coincidences (an
     # RDP session followed by a DNS lookup or a proxied request of similar size)
     slack_ok = (f"(i.proto = 'tcp' AND o.proto = 'tcp' AND (i.wrapped OR o.wrapped) AND "
-                f"abs(o.t_end - i.t_end) <= 0.2 * i.dur + 0.05 AND "
+                f"abs(o.t_end - i.t_end) <= {endtol} * i.dur + 0.05 AND "
                 f"((o.ob >= i.ob * {lo} AND o.rb >= i.rb * {lo} AND o.ob <= i.ob * {hi} + {slack}"
                 f" AND o.rb <= i.rb * {hi} + {slack}) OR (i.ob >= o.ob * {lo} AND i.rb >= o.rb * "
                 f"{lo} AND i.ob <= o.ob * {hi} + {slack} AND i.rb <= o.rb * {hi} + {slack})))")
@@ -175,7 +176,8 @@ def relay_pairs(ctx: Context) -> str:
         WHERE i.proto = 'tcp' AND o.uid <> i.uid AND o.rh <> i.rh AND o.rh <> i.oh
           AND (o.t > i.t OR (o.t = i.t AND o.uid > i.uid)) AND o.t <= i.t + {skew}
           -- NAT leaves packets as they were: the same bytes (2 % + 64 B for capture loss)
-          AND abs(o.ob - i.ob) <= 0.02 * i.ob + 64 AND abs(o.rb - i.rb) <= 0.02 * i.rb + 64""")
+          AND abs(o.ob - i.ob) <= {dnattol} * i.ob + 64
+          AND abs(o.rb - i.rb) <= {dnattol} * i.rb + 64""")
     # A proxy handshake on the inbound leg names the upstream: the onward connection from the
     # proxy to that target (by address, or by a name the DNS answers in the store resolve),
     # starting within the window while the inbound leg is open, is the other leg whatever the
