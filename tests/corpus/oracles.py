@@ -39,6 +39,16 @@ CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".trace", ".cap", ".pcap.gz", ".pcapng.g
                     ".trace.gz")
 
 
+def authority(uri: str | None) -> tuple[str | None, int | None]:
+    """host and port of a CONNECT request's authority ("host:port", "[v6]:port")."""
+    if not uri:
+        return None, None
+    host, _, port = uri.rpartition(":")
+    if not host or not port.isdigit():
+        return uri, None
+    return host.strip("[]"), int(port)
+
+
 def norm_ip(text: str) -> str:
     """An address in canonical form (IPv6 compressed, brackets and zone dropped).
 

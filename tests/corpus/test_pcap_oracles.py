@@ -573,15 +573,6 @@ def _tls_expectations(rows: list[o.TsharkTls]) -> list[tuple[o.TsharkTls, o.Tsha
     return out
 
 
-def _authority(uri: str | None) -> tuple[str | None, int | None]:
-    if not uri:
-        return None, None
-    host, _, port = uri.rpartition(":")
-    if not host or not port.isdigit():
-        return uri, None
-    return host.strip("[]"), int(port)
-
-
 def test_tshark(corpus: CorpusStore) -> None:
     tables = o.tshark_tables(corpus.root / TSHARK, corpus.root)
     t = Tally("tshark", "tshark 4.0.17 vs hopguard (tls, http, proxy)")
@@ -640,7 +631,7 @@ def test_tshark(corpus: CorpusStore) -> None:
                 t.check("http host", rel, conn, rq.host, r["host"])
                 t.check("http uri", rel, conn, rq.uri, r["uri"])
                 if rq.method == "CONNECT":
-                    host, port = _authority(rq.uri)
+                    host, port = o.authority(rq.uri)
                     _, prow = corpus.find(cap, "proxy", [conn])
                     prow = [p for p in prow if p["protocol"] == "http-connect"]
                     t.check("CONNECT proxy row", rel, conn, True, bool(prow))
@@ -832,7 +823,7 @@ def test_zeek(corpus: CorpusStore) -> None:
                 t.check("http uri", rel, conn, z.get("uri"), r["uri"],
                         explain=_explain_zeek_uri(z.get("uri"), r["uri"]))
                 if z.get("method") == "CONNECT":
-                    host, port = _authority(z.get("uri"))
+                    host, port = o.authority(z.get("uri"))
                     _, prow = corpus.find(cap, "proxy", [conn])
                     t.check("CONNECT target", rel, conn, (host, port),
                             [(p["target_host"] or p["target_ip"], p["target_port"])

@@ -60,15 +60,6 @@ class Analysed:
     proxy_rows: list[dict[str, Any]]
 
 
-def _authority(uri: str | None) -> tuple[str | None, int | None]:
-    if not uri:
-        return None, None
-    host, _, port = uri.rpartition(":")
-    if not host or not port.isdigit():
-        return uri, None
-    return host.strip("[]"), int(port)
-
-
 def _zint(v: str | None) -> int | None:
     return int(v) if v and v.isdigit() else None
 
@@ -83,7 +74,7 @@ def expectations(root: Path) -> list[Expected]:
         if "http" in kinds:
             for r in o.tshark_http(kinds["http"]):
                 if r.method == "CONNECT":
-                    host, port = _authority(r.uri)
+                    host, port = o.authority(r.uri)
                     out.append(Expected("tshark CONNECT", cap, r.conn, None, host, port))
     for b in o.zeek_baselines(root / "zeek/testing/btest"):
         if "socks" in b.logs:
@@ -94,7 +85,7 @@ def expectations(root: Path) -> list[Expected]:
         if "http" in b.logs:
             for z in o.read_zeek_log(b.logs["http"]):
                 if z.get("method") == "CONNECT":
-                    host, port = _authority(z.get("uri"))
+                    host, port = o.authority(z.get("uri"))
                     out.append(Expected("zeek http.log CONNECT", b.trace,
                                         o.zeek_conn(z, "tcp"), None, host, port))
         if "tunnel" in b.logs:
