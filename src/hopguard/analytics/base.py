@@ -162,23 +162,54 @@ def entity_hosts(entities: dict[str, Any]) -> list[str]:
     seen: list[str] = []
     for key in _HOST_KEYS:
         v = entities.get(key)
-        if isinstance(v, str) and v and v not in seen and _is_ip(v):
+        if isinstance(v, str) and v and v not in seen and is_ip(v):
             seen.append(v)
     for v in entities.get("chain", []) or []:
         if isinstance(v, str) and v not in seen:
             seen.append(v)
     for v in entities.get("clients", []) or []:
-        if isinstance(v, str) and v not in seen and _is_ip(v):
+        if isinstance(v, str) and v not in seen and is_ip(v):
             seen.append(v)
     return seen
 
 
-def _is_ip(text: str) -> bool:
+# -- what detectors share when they write findings ------------------------------------------------
+
+def is_ip(text: str | None) -> bool:
+    """An IPv4 or IPv6 address (brackets around a v6 one allowed)."""
+    if not text:
+        return False
     try:
-        ipaddress.ip_address(text)
+        ipaddress.ip_address(text.strip("[]"))
     except ValueError:
         return False
     return True
+
+
+def is_v6(text: str | None) -> bool:
+    """Looks like IPv6 (has a colon): enough to pick nft's ``ip6`` and the ``[v6]:port`` form."""
+    return bool(text) and ":" in str(text)
+
+
+def hostport(host: object, port: object) -> str:
+    """``host:port``, or ``[v6]:port``."""
+    text = str(host)
+    return f"[{text}]:{port}" if is_v6(text) else f"{text}:{port}"
+
+
+def nft_drop_rule(src: str | None, dst: str | None, port: int | None,
+                  proto: str = "tcp") -> str:
+    """``nft add rule inet filter forward [saddr] [daddr] [dport] drop``, each address in its
+    own family."""
+    parts = ["nft add rule inet filter forward"]
+    if src:
+        parts.append(f"{'ip6' if is_v6(src) else 'ip'} saddr {src}")
+    if dst:
+        parts.append(f"{'ip6' if is_v6(dst) else 'ip'} daddr {dst}")
+    if port:
+        parts.append(f"{proto} dport {port}")
+    parts.append("drop")
+    return " ".join(parts)
 
 
 def lower_severity(severity: str, floor: str = "info") -> str:

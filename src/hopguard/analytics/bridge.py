@@ -67,6 +67,7 @@ from hopguard.analytics.base import (
     Finding,
     Mitigation,
     detector,
+    hostport,
     severity_for,
     ts_of,
 )
@@ -74,6 +75,9 @@ from hopguard.analytics.base import (
 logger = logging.getLogger(__name__)
 
 PAIRS = "hg_relay_pair"
+# A proxy handshake that opened the tunnel (or whose reply the sensor did not see): SOCKS
+# "succeeded", an HTTP 2xx to CONNECT.
+HANDSHAKE_OK = "(outcome IS NULL OR outcome = 'succeeded' OR starts_with(outcome, '2'))"
 FLOWS = "hg_relay_flow"
 
 # Base confidence of one aggregated relay by how its pairs matched; raised by timing
@@ -191,9 +195,7 @@ def relay_pairs(ctx: Context) -> str:
                            coalesce(p.target_ip, n.ip, p.target_host) AS target
                     FROM proxy p LEFT JOIN names n ON n.name = lower(p.target_host)
                     WHERE p.uid IS NOT NULL AND p.target_port IS NOT NULL
-                      AND (p.outcome IS NULL OR p.outcome = 'succeeded'
-                           OR starts_with(p.outcome, '2')))
-        ,
+                      AND {HANDSHAKE_OK}),
              -- the onward leg may not have carried data yet (a capture that ends right after
              -- the handshake): any connection the proxy opened counts, not only eligible flows
              onward AS (
@@ -322,7 +324,7 @@ def _note_exclusions(ctx: Context) -> None:
                     "ORDER BY sources DESC, rh, rp")
     if busy:
         total = sum(int(r["flows"]) for r in busy)
-        top = ", ".join(f"{_hp(r['rh'], r['rp'])} ({r['sources']} sources)" for r in busy[:5])
+        top = ", ".join(f"{hostport(r['rh'], r['rp'])} ({r['sources']} sources)" for r in busy[:5])
         ctx.note(f"bridge.relay: {total} inbound flows to {len(busy)} busy services (more than "
                  f"{ctx.settings.relay.fanin} distinct sources; relay.fanin) were not paired; "
                  f"top: {top}. Declare them in inventory.proxies/relays or raise relay.fanin.")
@@ -335,11 +337,6 @@ def _note_exclusions(ctx: Context) -> None:
         ctx.note(f"bridge.relay: {cells} saturated (host, {ctx.settings.relay.window:g} s) "
                  f"buckets with {flows} outbound flows (more than {ctx.settings.relay.cap} per "
                  f"bucket; relay.cap) were not paired; hosts: {top}.")
-
-
-def _hp(host: Any, port: Any) -> str:
-    host = str(host)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @detector("bridge.relay", summary="a host forwards one connection into another (relay, port "
@@ -401,16 +398,16 @@ def _finding(ctx: Context, r: dict[str, Any]) -> Finding:
     shape = {"process": "relays", "kernel": "port-forwards (kernel DNAT)",
              "multiplexed": "carries connections (multiplexed tunnel) from",
              "reverse": "carries connections over a tunnel it opened to"}.get(kind, "relays")
-    title = (f"{host} {shape} {src} -> {_hp(dst, up_port)} "
+    title = (f"{host} {shape} {src} -> {hostport(dst, up_port)} "
              f"(in on :{in_port}, {r['pairs']} connection{'s' if r['pairs'] != 1 else ''})")
     evidence: list[Evidence] = []
     for p in r["sample"]:
-        in_leg = (f"{src}:{p['src_port']} -> {_hp(host, in_port)} "
+        in_leg = (f"{src}:{p['src_port']} -> {hostport(host, in_port)} "
                   f"{int(p['in_ob'])}/{int(p['in_rb'])} B")
         if kind == "kernel":
-            out_leg = f"{src}:{p['out_port']} -> {_hp(dst, up_port)}"
+            out_leg = f"{src}:{p['out_port']} -> {hostport(dst, up_port)}"
         else:
-            out_leg = f"{host}:{p['out_port']} -> {_hp(dst, up_port)}"
+            out_leg = f"{host}:{p['out_port']} -> {hostport(dst, up_port)}"
         summary = (f"{in_leg} | {out_leg} {int(p['out_ob'])}/{int(p['out_rb'])} B, "
                    f"+{p['dt'] * 1000:.1f} ms ({p['match']})")
         evidence.append(Evidence(table="flow", uid=str(p["in_uid"]), summary=summary))
@@ -419,9 +416,10 @@ def _finding(ctx: Context, r: dict[str, Any]) -> Finding:
               f"{r['timing_best']:.2f}, {r['rescued']} rescued despite differing bytes)"
               if r["timed"] and r["timing_best"] is not None else "")
     explanation = (
-        f"{r['pairs']} inbound connection(s) {src} -> {_hp(host, in_port)} were each followed by "
-        f"{host} -> {_hp(dst, up_port)} (start delay median {r['dt_med'] * 1000:.1f} ms, max "
-        f"{r['dt_max'] * 1000:.1f} ms; window {ctx.settings.relay.window:g} s). Byte ratios "
+        f"{r['pairs']} inbound connection(s) {src} -> {hostport(host, in_port)} were each "
+        f"followed by {host} -> {hostport(dst, up_port)} (start delay median "
+        f"{r['dt_med'] * 1000:.1f} ms, max {r['dt_max'] * 1000:.1f} ms; window "
+        f"{ctx.settings.relay.window:g} s). Byte ratios "
         f"outbound/inbound: requests {r['rq_min']:.2f}-{r['rq_max']:.2f}, responses "
         f"{r['rs_min']:.2f}-{r['rs_max']:.2f} (accepted {ctx.settings.relay.byte_low:g}-"
         f"{ctx.settings.relay.byte_high:g} + {ctx.settings.relay.slack_bytes} B overhead); "
@@ -430,7 +428,7 @@ def _finding(ctx: Context, r: dict[str, Any]) -> Finding:
         f"Upstream is {'internal' if r['up_internal'] else 'external'}.")
     if kind == "kernel":
         explanation += (f" Both legs have the client's own address and source port: a DNAT rule "
-                        f"on {host} rewrites :{in_port} to {_hp(dst, up_port)} (no SNAT).")
+                        f"on {host} rewrites :{in_port} to {hostport(dst, up_port)} (no SNAT).")
     elif kind == "multiplexed":
         delta_ms = ctx.settings.relay.timing_delta * 1000
         explanation += (f" One long-lived connection from {src} carries the upstream "

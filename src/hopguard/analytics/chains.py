@@ -34,10 +34,11 @@ from hopguard.analytics.base import (
     Finding,
     Mitigation,
     detector,
+    hostport,
     severity_for,
     ts_of,
 )
-from hopguard.analytics.bridge import relay_pairs
+from hopguard.analytics.bridge import HANDSHAKE_OK, relay_pairs
 
 
 @detector("chain.multihop", summary="relay pairs and nested proxy handshakes joined into "
@@ -94,14 +95,13 @@ def multihop(ctx: Context) -> list[Finding]:
 # Successful handshakes per connection in order: a SOCKS or CONNECT request names the next hop;
 # a second request inside the tunnel (the packet engine parses tunnelled bytes again on the same
 # uid) names the hop after it.
-_HANDSHAKES = """
+_HANDSHAKES = f"""
     SELECT uid, list(coalesce(target_ip, target_host) ORDER BY ts) AS targets,
            list(target_port ORDER BY ts) AS ports, list(protocol ORDER BY ts) AS protos
     FROM proxy
     WHERE uid IS NOT NULL AND coalesce(target_ip, target_host) IS NOT NULL
       AND target_port IS NOT NULL
-      AND (outcome IS NULL OR outcome = 'succeeded' OR starts_with(outcome, '200')
-           OR starts_with(outcome, '2'))
+      AND {HANDSHAKE_OK}
     GROUP BY uid"""
 
 
@@ -144,7 +144,7 @@ def _finding(ctx: Context, r: dict[str, Any]) -> Finding:
     kinds = [str(k) for k in (r["kinds"] or [])] or ["process"] * len(relays)
     dest = route[-1]
     dport = r["dest_port"]
-    destination = f"[{dest}]:{dport}" if ":" in dest else f"{dest}:{dport}"
+    destination = hostport(dest, dport)
     n_rel, paths = int(r["relays_n"]), int(r["paths"])
     r["dest_internal"] = ctx.inventory.is_internal(dest)
     r["uid_paths"] = r["uid_paths"][:max(1, ctx.settings.analyze.max_evidence)]

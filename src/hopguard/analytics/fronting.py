@@ -24,7 +24,6 @@ an edge that terminates TLS. Those land in the tls and http tables with the same
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 
 from hopguard.analytics.base import (
@@ -34,6 +33,7 @@ from hopguard.analytics.base import (
     Finding,
     Mitigation,
     detector,
+    is_ip,
     severity_for,
     ts_of,
 )
@@ -42,7 +42,6 @@ from hopguard.analytics.tunnels import (
     Suffix,
     clean_list,
     evidence_of,
-    is_v4,
     name_sql,
     nft_drop,
     norm_name,
@@ -63,14 +62,6 @@ def registered_domain(name: str) -> str:
     if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _SLD:
         return ".".join(labels[-3:])
     return ".".join(labels[-2:])
-
-
-def is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 def cdn_table(ctx: Context) -> str:
@@ -346,4 +337,4 @@ def multi_sni(ctx: Context) -> Iterator[Finding]:
             explanation=explanation,
             mitigation=_mitigation(client, servers[0] if len(servers) == 1 else None,
                                    None, snis[0] if snis else None, None),
-            hosts=[client, *[s for s in servers if is_v4(s) or ":" in s][:5]])
+            hosts=[client, *[s for s in servers if is_ip(s)][:5]])

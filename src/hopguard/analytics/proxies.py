@@ -59,6 +59,10 @@ from hopguard.analytics.base import (
     Finding,
     Mitigation,
     detector,
+    hostport,
+    is_ip,
+    is_v6,
+    nft_drop_rule,
     severity_for,
     ts_of,
 )
@@ -96,20 +100,6 @@ _SAFE = re.compile(r"[^A-Za-z0-9._:\-\[\]/]")
 
 # -- small helpers ------------------------------------------------------------------------------
 
-def _is_ip(text: str | None) -> bool:
-    if not text:
-        return False
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_v6(text: str | None) -> bool:
-    return bool(text) and ":" in str(text)
-
-
 def _is_loopback(ip: str | None) -> bool:
     return bool(ip) and (str(ip).startswith("127.") or ip == "::1")
 
@@ -118,9 +108,7 @@ def target_text(host: str | None, port: int | None) -> str:
     """``host:port`` (``[v6]:port``), ``host`` without a port, ``unknown`` without either."""
     if not host:
         host = "unknown"
-    if port is None:
-        return host
-    return f"[{host}]:{port}" if _is_v6(host) else f"{host}:{port}"
+    return host if port is None else hostport(host, port)
 
 
 def _safe(text: str) -> str:
@@ -132,19 +120,6 @@ def _sid(*parts: object) -> int:
     """A stable Suricata sid in the local range 1000000-1999999 (one per finding key)."""
     digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
     return 1_000_000 + int.from_bytes(digest[:4], "big") % 1_000_000
-
-
-def _nft_drop(src: str | None, dst: str | None, port: int | None) -> str:
-    fam = "ip6" if _is_v6(dst) or _is_v6(src) else "ip"
-    parts = ["nft add rule inet filter forward"]
-    if src:
-        parts.append(f"{fam} saddr {src}")
-    if dst:
-        parts.append(f"{fam} daddr {dst}")
-    if port is not None:
-        parts.append(f"tcp dport {port}")
-    parts.append("drop")
-    return " ".join(parts)
 
 
 def _hexbytes(data: bytes) -> str:
@@ -172,7 +147,7 @@ def _ips_rule(family: str, protocols: list[str], client: str | None, proxy: str 
                 f'content:"{h}"; nocase; {tail}')
     pbytes = (tport or 0).to_bytes(2, "big")
     if family == "socks" and h and tport is not None:
-        if _is_ip(h) and not _is_v6(h):
+        if is_ip(h) and not is_v6(h):
             addr = ipaddress.ip_address(h).packed
             if any(p.startswith("socks4") for p in protocols):
                 req = b"\x04\x01" + pbytes + addr
@@ -180,7 +155,7 @@ def _ips_rule(family: str, protocols: list[str], client: str | None, proxy: str 
                 req = b"\x05\x01\x00\x01" + addr + pbytes
             return (f"alert tcp {head} ({msg}; flow:established,to_server; "
                     f'content:"|{_hexbytes(req)}|"; depth:{len(req)}; {tail}')
-        if not _is_ip(h):
+        if not is_ip(h):
             name = h.encode()[:255]
             if any(p.startswith("socks4") for p in protocols):
                 req4a = _hexbytes(b"\x04\x01" + pbytes + b"\x00\x00\x00")
@@ -198,7 +173,7 @@ def _ips_rule(family: str, protocols: list[str], client: str | None, proxy: str 
 def _squid_deny(host: str | None, tport: int | None, client: str | None) -> str:
     """A gateway policy line for a declared (Squid-style) proxy: deny this client that target."""
     h = _safe(host or "")
-    dst = f"dst {h}" if _is_ip(h) else f"dstdomain {h}"
+    dst = f"dst {h}" if is_ip(h) else f"dstdomain {h}"
     lines = [f"acl hg_target {dst}"]
     if tport is not None:
         lines.append(f"acl hg_port port {tport}")
@@ -273,7 +248,7 @@ def _handshake_rows(ctx: Context, family: str) -> list[dict[str, Any]]:
 
 def _sni_differs(host: str | None, snis: list[str]) -> list[str]:
     """Inner SNIs that name neither the requested host nor a name under it."""
-    if not host or _is_ip(host):
+    if not host or is_ip(host):
         return []
     h = host.rstrip(".").lower()
     return [s for s in snis if s and s.rstrip(".") != h and not s.rstrip(".").endswith("." + h)
@@ -305,7 +280,7 @@ def _score_handshakes(ctx: Context, g: HandshakeGroup, family: str) -> None:
         if "T1090.003" not in techniques:
             techniques.append("T1090.003")
     target_internal = r["target_ip_internal"]
-    if target_internal is None and host and _is_ip(host):
+    if target_internal is None and host and is_ip(host):
         target_internal = inv.is_internal(host)
     if target_internal and not _is_loopback(host) and client != r["target_ip"]:
         if r["client_internal"] is False:
@@ -385,7 +360,7 @@ def _handshake_findings(ctx: Context, family: str) -> Iterator[Finding]:
                 f"on {client}: find the local proxy listening on port {port} "
                 f"(ss -ltnp 'sport = :{port}') and stop it")))
         else:
-            actions.append(Action(kind="nft", text=_nft_drop(client, proxy, port)))
+            actions.append(Action(kind="nft", text=nft_drop_rule(client, proxy, port)))
         actions.append(Action(kind="ips", text=_ips_rule(
             family, protocols, client, proxy, port, r["thost"], r["tport"],
             _sid(name, client, proxy, port, target))))
@@ -510,7 +485,7 @@ def detect_server(ctx: Context) -> Iterable[Finding]:
                       "n_targets": int(r["n_targets"])},
             evidence=evidence, evidence_total=int(r["n"]), explanation=explanation,
             mitigation=Mitigation(ids=["M1031", "M1037"], actions=[
-                Action(kind="nft", text=_nft_drop(None, proxy, port)),
+                Action(kind="nft", text=nft_drop_rule(None, proxy, port)),
                 Action(kind="host", text=(
                     f"on {proxy}: find the process listening on port {port} "
                     f"(ss -ltnp 'sport = :{port}'), stop it and remove its persistence")),
@@ -732,7 +707,7 @@ def detect_hub(ctx: Context) -> Iterable[Finding]:
                f"{', '.join(map(str, servers[h]))}. " if serves else "")
             + f"It is not a declared proxy or relay. Score {score:.2f}.")
         actions = [Action(kind="nft", text=f"nft add rule inet filter forward "
-                          f"{'ip6' if _is_v6(h) else 'ip'} saddr {h} ct state new drop"),
+                          f"{'ip6' if is_v6(h) else 'ip'} saddr {h} ct state new drop"),
                    Action(kind="inventory", text=f"if {h} is an approved proxy or gateway, add "
                           f"it to [inventory] proxies or relays")]
         if ports:

@@ -32,7 +32,6 @@ in SQL down to one row per finding, then shaped into findings in Python.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -47,6 +46,8 @@ from hopguard.analytics.base import (
     Finding,
     Mitigation,
     detector,
+    is_v6,
+    nft_drop_rule,
     severity_for,
     ts_of,
 )
@@ -164,27 +165,12 @@ def sid_for(key: str) -> int:
     return 9_000_000 + int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 1_000_000
 
 
-def is_v4(ip: str | None) -> bool:
-    try:
-        return ip is not None and ipaddress.ip_address(ip).version == 4
-    except ValueError:
-        return False
-
-
 def nft_drop(client: str | None, server: str | None, port: int | None = None,
              proto: str = "tcp") -> Action | None:
-    """``nft add rule inet filter forward ... drop`` for the address family of the pair."""
+    """The nft drop rule for a pair (none without a server to name)."""
     if not server:
         return None
-    fam = "ip" if is_v4(server) else "ip6"
-    parts = ["nft add rule inet filter forward"]
-    if client:
-        parts.append(f"{'ip' if is_v4(client) else 'ip6'} saddr {client}")
-    parts.append(f"{fam} daddr {server}")
-    if port:
-        parts.append(f"{proto} dport {port}")
-    parts.append("drop")
-    return Action(kind="nft", text=" ".join(parts))
+    return Action(kind="nft", text=nft_drop_rule(client, server, port, proto))
 
 
 def actions(*items: Action | None) -> list[Action]:
@@ -310,7 +296,7 @@ def unusual_port(ctx: Context) -> Iterator[Finding]:
             + (f"; {r['n_clients']} clients >= tunnel.busy_clients {s.busy_clients}, so it is "
                "reported as a service the site uses" if busy else "") + ".")
         sid = sid_for(f"unusual:{server}:{port}:{proto}")
-        fam = "ip" if is_v4(server) else "ip6"
+        fam = "ip6" if is_v6(server) else "ip"
         first_client = clients[0] if len(clients) == 1 else None
         mitigation = Mitigation(ids=["M1031", "M1037"], actions=actions(
             nft_drop(first_client, server, port),
