@@ -24,8 +24,10 @@ from typing import Any
 from hopguard.analytics.base import SEVERITY_RANK
 from hopguard.analytics.run import analyze
 from hopguard.config import load_settings
+from hopguard.correlate import primary_of
 from hopguard.ingest.pipeline import ingest_file
 from hopguard.store import Store
+from tests.unit.analytics.util import findings as stored_findings
 
 MEDIUM = SEVERITY_RANK["medium"]
 
@@ -53,14 +55,6 @@ class Score:
                 f"  precision {self.precision:.2f} ({self.true_alarms}/"
                 f"{self.alarms} medium+)" + (f"  missed: {self.missed}" if self.missed else "")
                 + (f"  benign alarms: {self.benign_alarms}" if self.benign_alarms else ""))
-
-
-def _primary(f: dict[str, Any]) -> str:
-    for key in ("relay", "proxy", "hub", "host", "client", "src"):
-        v = f["entities"].get(key)
-        if isinstance(v, str) and v:
-            return v
-    return (f["hosts"] or ["?"])[0]
 
 
 def _relay_key(e: dict[str, Any]) -> tuple[Any, ...]:
@@ -126,20 +120,12 @@ def score(scenario: str, truth: dict[str, Any], findings: list[dict[str, Any]]) 
         if SEVERITY_RANK[f["severity"]] < MEDIUM or f["sanctioned"]:
             continue
         s.alarms += 1
-        primary = _primary(f)
+        primary = primary_of(f["entities"], f["hosts"] or [])
         if any(matches(kind, key, f) for kind, key in items) or primary not in benign:
             s.true_alarms += 1
         if primary in benign:
             s.benign_alarms.append(f"{f['detector']} {primary}: {f['title']}")
     return s
-
-
-def read_findings(store: Any) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = store.query("SELECT * FROM finding").to_pylist()
-    for r in rows:
-        for key in ("entities", "evidence", "mitigation"):
-            r[key] = json.loads(r[key])
-    return rows
 
 
 def run_files(out: Path) -> list[Path]:
@@ -161,6 +147,6 @@ def hunt(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
             assert result.failure is None, f"{path.name}: {result.failure}"
         report = analyze(store, settings)
         assert not report.failed, report.failed
-        return read_findings(store), report.notes
+        return stored_findings(store), report.notes
     finally:
         store.close()

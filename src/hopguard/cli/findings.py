@@ -23,6 +23,7 @@ from hopguard.report.findings import (
     load_findings,
     write_jsonl,
 )
+from hopguard.store import Store
 
 
 class FindingsFormat(StrEnum):
@@ -62,11 +63,17 @@ def _filter(severity: Severity | None, detector: str | None, host: str | None,
                          host=host or "", incident=incident or "", sanctioned=sanctioned)
 
 
-def _write_html(html: str, output: Path) -> None:
+def write_report(store: Store, flt: FindingFilter | None, output: Path, *,
+                 title: str = "hopguard report") -> None:
+    """Build the HTML report from the store, write it to ``output`` and say what it holds."""
+    from hopguard.report.html import build_report, render_html
+    data = build_report(store, flt, title=title)
     try:
-        output.write_text(html, encoding="utf-8")
+        output.write_text(render_html(data), encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write the report to {output}: {exc.strerror}") from None
+    out.print(f"{output}: {len(data.findings)} findings, {len(data.incidents)} incidents",
+              highlight=False, markup=False)
 
 
 def findings_cmd(
@@ -89,11 +96,7 @@ def findings_cmd(
     with env.open_store(read_only=True) as store:
         if format_ is FindingsFormat.html:
             assert output is not None
-            from hopguard.report.html import build_report, render_html
-            data = build_report(store, flt)
-            _write_html(render_html(data), output)
-            out.print(f"{output}: {len(data.findings)} findings, {len(data.incidents)} "
-                      "incidents", highlight=False, markup=False)
+            write_report(store, flt, output)
             return
         found = load_findings(store, flt)
     if format_ is FindingsFormat.jsonl:
@@ -126,14 +129,10 @@ def report_cmd(
         debug: DebugOpt = False) -> None:
     """Write a self-contained HTML report (no external resources): summary, incidents by risk
     with chains drawn, every finding with its explanation, mitigation and evidence."""
-    from hopguard.report.html import build_report, render_html
     env = make_env(config, set_, db, debug)
     flt = _filter(severity, detector, host, incident, sanctioned)
     with env.open_store(read_only=True) as store:
-        data = build_report(store, flt if flt != FindingFilter() else None, title=title)
-    _write_html(render_html(data), output)
-    out.print(f"{output}: {len(data.findings)} findings, {len(data.incidents)} incidents",
-              highlight=False, markup=False)
+        write_report(store, flt if flt != FindingFilter() else None, output, title=title)
 
 
 class ExplainFormat(StrEnum):

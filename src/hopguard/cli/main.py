@@ -25,7 +25,7 @@ from hopguard.cli.common import (
     out,
     print_arrow,
 )
-from hopguard.cli.findings import explain_cmd, findings_cmd, report_cmd
+from hopguard.cli.findings import explain_cmd, findings_cmd, report_cmd, write_report
 from hopguard.cli.ingest import IngestReport, print_summary, run_ingest
 from hopguard.cli.lab import lab_app
 from hopguard.config import iter_options
@@ -124,21 +124,17 @@ def _print_findings(env: Env, severity: str) -> None:
 
 def _write_output(env: Env, output: Path) -> None:
     from hopguard.report.findings import load_findings, write_jsonl
-    from hopguard.report.html import build_report, render_html
     with env.open_store(read_only=True) as store:
+        if output.suffix.lower() in (".html", ".htm"):
+            write_report(store, None, output)
+            return
         try:
-            if output.suffix.lower() in (".html", ".htm"):
-                data = build_report(store)
-                output.write_text(render_html(data), encoding="utf-8")
-                what = f"{len(data.findings)} findings, {len(data.incidents)} incidents"
-            else:
-                with output.open("wb") as fh:
-                    n = write_jsonl(load_findings(store), fh)
-                what = f"{n} findings as JSON lines"
+            with output.open("wb") as fh:
+                n = write_jsonl(load_findings(store), fh)
         except OSError as exc:
             from hopguard.errors import ConfigError
             raise ConfigError(f"cannot write {output}: {exc.strerror}") from None
-    out.print(f"{output}: {what}", highlight=False, markup=False)
+    out.print(f"{output}: {n} findings as JSON lines", highlight=False, markup=False)
 
 
 DetectorsOpt = Annotated[list[str] | None, typer.Option(

@@ -25,12 +25,17 @@ _BASE = {"info": 5.0, "low": 20.0, "medium": 45.0, "high": 70.0, "critical": 90.
 _PRIMARY_KEYS = ("relay", "proxy", "hub", "host", "client", "src")
 
 
-def primary_host(f: Finding) -> str:
+def primary_of(entities: dict[str, Any], hosts: Sequence[str]) -> str:
+    """The host a finding is about: the relay, the proxy, the hub ... else its first host."""
     for key in _PRIMARY_KEYS:
-        v = f.entities.get(key)
+        v = entities.get(key)
         if isinstance(v, str) and v:
             return v
-    return f.hosts[0] if f.hosts else "?"
+    return hosts[0] if hosts else "?"
+
+
+def primary_host(f: Finding) -> str:
+    return primary_of(f.entities, f.hosts)
 
 
 @dataclass(slots=True)
@@ -129,4 +134,4 @@ def correlate(findings: Sequence[Finding], settings: Settings) -> list[dict[str,
     return rows
 
 
-__all__ = ["SEVERITIES", "correlate", "primary_host", "risk"]
+__all__ = ["SEVERITIES", "correlate", "primary_host", "primary_of", "risk"]
