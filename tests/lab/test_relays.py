@@ -5,6 +5,7 @@ cleartext-out legs."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +22,10 @@ APP, WS042, WS051, DB09, C2 = "10.10.2.7", "10.10.1.42", "10.10.1.51", "10.10.5.
     "203.0.113.66"
 
 
-@pytest.fixture(scope="module")
-def runs() -> dict[str, Path]:
-    """Each scenario runs once for this module, on first use."""
-    return {}
-
-
-def lab_run(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory,
-            name: str) -> tuple[Path, dict[str, Any]]:
-    from hopguard.lab.run import run_scenario
-    if name not in runs:
-        out = tmp_path_factory.mktemp(name)
-        run_scenario(name, out, duration=8)
-        runs[name] = out
-    return runs[name], Truth.read(runs[name] / "truth.json")
+def lab_run(scenario_run: Callable[[str], Path], name: str) -> tuple[Path, dict[str, Any]]:
+    """The session's shared run of a scenario (tests/lab/conftest.py) and its truth."""
+    out = scenario_run(name)
+    return out, Truth.read(out / "truth.json")
 
 
 def store_of(*files: Path) -> Store:
@@ -47,9 +38,8 @@ def store_of(*files: Path) -> Store:
 
 # -- nft-dnat ---------------------------------------------------------------------------------
 
-def test_nft_dnat_truth(runs: dict[str, Path],
-                        tmp_path_factory: pytest.TempPathFactory) -> None:
-    _, truth = lab_run(runs, tmp_path_factory, "nft-dnat")
+def test_nft_dnat_truth(scenario_run: Callable[[str], Path]) -> None:
+    _, truth = lab_run(scenario_run, "nft-dnat")
     [relay] = truth["relays"]
     assert (relay["relay"], relay["client"], relay["in_port"], relay["upstream"],
             relay["up_port"]) == (APP, WS042, 2222, DB09, 22)
@@ -61,9 +51,8 @@ def test_nft_dnat_truth(runs: dict[str, Path],
     assert relay["start"] < relay["end"]
 
 
-def test_nft_dnat_config_changes(runs: dict[str, Path],
-                                 tmp_path_factory: pytest.TempPathFactory) -> None:
-    out, truth = lab_run(runs, tmp_path_factory, "nft-dnat")
+def test_nft_dnat_config_changes(scenario_run: Callable[[str], Path]) -> None:
+    out, truth = lab_run(scenario_run, "nft-dnat")
     [nft_pid] = [t["pid"] for t in truth["tools"]
                  if {"rule", "prerouting", "dnat"} <= set(t["argv"])]
     store = store_of(out / "nft-monitor.log", out / "audit.log")
@@ -93,9 +82,8 @@ def test_nft_dnat_config_changes(runs: dict[str, Path],
     assert "NETFILTER_CFG" in (out / "audit.log").read_text()
 
 
-def test_nft_dnat_forward_keeps_the_client(runs: dict[str, Path],
-                                           tmp_path_factory: pytest.TempPathFactory) -> None:
-    out, _ = lab_run(runs, tmp_path_factory, "nft-dnat")
+def test_nft_dnat_forward_keeps_the_client(scenario_run: Callable[[str], Path]) -> None:
+    out, _ = lab_run(scenario_run, "nft-dnat")
     seen = syns(out / "capture.pcap")
     inbound = {sp for s, sp, d, dp in seen if (s, d, dp) == (WS042, APP, 2222)}
     outbound = {sp for s, sp, d, dp in seen if (s, d, dp) == (WS042, DB09, 22)}
@@ -115,8 +103,8 @@ def test_nft_dnat_forward_keeps_the_client(runs: dict[str, Path],
 
 # -- ncat-broker ------------------------------------------------------------------------------
 
-def test_ncat_broker(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> None:
-    out, truth = lab_run(runs, tmp_path_factory, "ncat-broker")
+def test_ncat_broker(scenario_run: Callable[[str], Path]) -> None:
+    out, truth = lab_run(scenario_run, "ncat-broker")
     [relay] = truth["relays"]
     assert (relay["relay"], relay["client"], relay["in_port"], relay["upstream"],
             relay["up_port"], relay["tool"], relay["kind"], relay["user"]) == \
@@ -160,8 +148,8 @@ def payloads(pcap: Path, bpf: str) -> str:
                           text=True).stdout
 
 
-def test_tls_relay(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> None:
-    out, truth = lab_run(runs, tmp_path_factory, "tls-relay")
+def test_tls_relay(scenario_run: Callable[[str], Path]) -> None:
+    out, truth = lab_run(scenario_run, "tls-relay")
     [relay] = truth["relays"]
     assert (relay["relay"], relay["client"], relay["in_port"], relay["upstream"],
             relay["up_port"], relay["tool"], relay["kind"]) == \

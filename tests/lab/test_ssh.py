@@ -1,7 +1,7 @@
 """The SSH tunnel scenarios: who relays, in which direction its legs go, and what the recordings
 show of it (beyond the generic truth-vs-recordings check of test_lab.py).
 
-Each scenario runs once per module (lab runs take turns on the machine's lab lock)."""
+Each scenario runs once per test session, shared with the other lab tests (lab/conftest.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 from hopguard.ingest.pipeline import ingest_file
 from hopguard.lab.truth import Truth
 from hopguard.store import Store
-from tests.lab.conftest import leftovers, syns
+from tests.lab.conftest import syns
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
@@ -62,16 +62,14 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def lab_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Run]]:
-    from hopguard.lab.run import run_scenario
+def lab_run(scenario_run: Callable[[str], Path]) -> Iterator[Callable[[str], Run]]:
+    """The session's shared run of a scenario (tests/lab/conftest.py), its audit and nft
+    changes in a store."""
     done: dict[str, Run] = {}
 
     def get(name: str) -> Run:
         if name not in done:
-            before = leftovers()
-            out = tmp_path_factory.mktemp(name)
-            run_scenario(name, out, duration=8)
-            assert leftovers() == before, "the run left something behind"
+            out = scenario_run(name)
             store = Store.open(":memory:")
             for f in ("audit.log", "nft-monitor.log"):
                 if (out / f).stat().st_size:

@@ -121,8 +121,7 @@ def analyze(store: Store, settings: Settings, *, detectors: list[str] | None = N
     report.notes = ctx.notes
     ran = [d.name for d in chosen if not any(r.name == d.name and r.error for r in report.runs)]
     report.incidents = _store(store, settings, ran, report.findings, ctx.notes)
-    for table in ("hg_addr",):
-        con.execute(f"DROP TABLE IF EXISTS {table}")
+    con.execute("DROP TABLE IF EXISTS hg_addr")
     report.seconds = time.monotonic() - started
     return report
 
