@@ -93,6 +93,10 @@ class InventorySettings:
     networks: list[str] = option(
         [], "Internal networks (CIDR); everything else is external. Empty: the private, "
         "loopback, link-local and unique-local ranges.")
+    hosts: list[str] = option(
+        [], "Endpoint names and their addresses as name=ip (one entry per address), so endpoint "
+        "findings (which name a host) meet network findings (which name an address). Addresses "
+        "are also learnt from the telemetry itself; these entries win.")
 
 
 @dataclass(slots=True)
@@ -255,6 +259,32 @@ class CorrelateSettings:
     incident_gap: float = option(
         3600.0, "Seconds of quiet after which findings about the same host start a new incident.",
         min=1, max=86400 * 30)
+    endpoint_window: float = option(
+        600.0, "Seconds around a network finding within which an endpoint finding on one of its "
+        "hosts (the relay, or its client) joins the same incident.", min=1, max=86400)
+
+
+@dataclass(slots=True)
+class SigmaSettings:
+    pack: bool = option(True, "Run the Sigma rule pack shipped with hopguard.")
+    paths: list[str] = option(
+        [], "More Sigma rule files or directories (searched for *.yml and *.yaml); a broken rule "
+        "is reported with its file and line and the others still load.")
+    disabled: list[str] = option(
+        [], "Rule ids or titles to leave out (shipped or your own).")
+    min_level: str = option(
+        "informational", "Rules below this Sigma level are not run.",
+        choices=("informational", "low", "medium", "high", "critical"))
+
+
+@dataclass(slots=True)
+class AttributionSettings:
+    window: float = option(
+        2.0, "Seconds after a process accepts a connection within which its (or its child's) "
+        "outbound connection counts as the other leg of a relay.", min=0.01, max=600)
+    depth: int = option(
+        3, "Process generations searched between the accepting and the connecting process "
+        "(socat fork, ncat --sh-exec's shell, sshd's session child).", min=0, max=10)
 
 
 @dataclass(slots=True)
@@ -276,6 +306,8 @@ class Settings:
     tunnel: TunnelSettings = field(default_factory=TunnelSettings)
     fronting: FrontingSettings = field(default_factory=FrontingSettings)
     correlate: CorrelateSettings = field(default_factory=CorrelateSettings)
+    sigma: SigmaSettings = field(default_factory=SigmaSettings)
+    attribution: AttributionSettings = field(default_factory=AttributionSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
 

@@ -608,7 +608,7 @@ class AuditAssembler:
             self.sink.skip("auditd bind to port 0")
             return
         row = self._common(ev, syscall_rec, sc)
-        row.pop("ppid", None)
+        # netconn keeps ppid: a forked child (socat fork, sshd session) has no EXECVE of its own
         row["direction"] = direction
         row["proto"] = "tcp"
         if direction == "inbound":

@@ -252,6 +252,7 @@ _table(
     "netconn", "one row per endpoint connection event",
     *_HOST,
     _c("pid", I64, "process.pid"),
+    _c("ppid", I64, "process.parent.pid", "the parent's pid where the source logs it (auditd)"),
     _c("image", STR, "process.executable"),
     _c("user", STR, "user.name"),
     _c("direction", STR, "network.direction", "inbound, outbound or listen"),
@@ -311,6 +312,12 @@ _table(
     _c("techniques", STRS, "threat.technique.id"),
     _c("findings", STRS, "", "finding ids, strongest first"),
     _c("sanctioned", BOOL, "", "every finding in it is about declared infrastructure"),
+    _c("host_names", STRS, "related.hosts", "endpoint names involved (from endpoint findings)"),
+    _c("tools", STRS, "", "proxy and tunnel tools named by endpoint findings"),
+    _c("processes", STRS, "", "the processes: image, pid and user"),
+    _c("users", STRS, "related.user"),
+    _c("changes", STRS, "", "configuration changes (port forwards, NAT, proxy settings)"),
+    _c("legs", STRS, "", "network legs: client > relay:port > upstream:port"),
 )
 
 
