@@ -8,6 +8,18 @@ the hub, else the first host it names), split where the host is quiet for longer
 base, each further distinct detector on the same incident adds corroboration (independent
 evidence of the same activity), and an incident made only of sanctioned findings is capped low.
 Findings are pure values here: the runner stores the incidents and each finding's incident id.
+
+Endpoint findings (``endpoint.*`` from process, connection and registry events; ``config.*``
+from configuration changes) name a machine and, where the telemetry ties the name to an
+address, that address (``entities["ip"]``; ``analytics/hosts.py``). They are placed after the
+network findings, so that the tool, the process, the user and the change that set a relay up
+join the incident of the relay they set up: first a chain whose path (origin or relay) is that
+address, then an incident keyed by that address, then one whose relay or proxy has that address
+as its client (``ssh -L`` runs on the client; its relay is the server), each within
+``correlate.endpoint_window`` of the network findings. Otherwise they make an incident of their
+own. An incident where host and wire agree is worth more than either alone: risk gains a fixed
+bonus when both kinds are in it, and the incident names its tools, processes, users, changes and
+legs.
 """
 
 from __future__ import annotations
@@ -22,11 +34,20 @@ from hopguard.analytics.base import SEVERITIES, SEVERITY_RANK, Finding
 from hopguard.config import Settings
 
 _BASE = {"info": 5.0, "low": 20.0, "medium": 45.0, "high": 70.0, "critical": 90.0}
-_PRIMARY_KEYS = ("relay", "proxy", "hub", "host", "client", "src")
+_PRIMARY_KEYS = ("relay", "proxy", "hub", "ip", "client", "src", "host")
+_ENDPOINT_FAMILIES = ("endpoint.", "config.")
+# risk added when endpoint and network findings describe the same activity
+_AGREEMENT_BONUS = 12.0
+
+
+def is_endpoint(f: Finding) -> bool:
+    """A finding from host telemetry (process, registry, configuration) rather than the wire."""
+    return f.detector.startswith(_ENDPOINT_FAMILIES)
 
 
 def primary_of(entities: dict[str, Any], hosts: Sequence[str]) -> str:
-    """The host a finding is about: the relay, the proxy, the hub ... else its first host."""
+    """The host a finding is about: the relay, the proxy, the hub, an endpoint's address ...
+    else its first host (an endpoint whose address is unknown is keyed by its name)."""
     for key in _PRIMARY_KEYS:
         v = entities.get(key)
         if isinstance(v, str) and v:
@@ -60,6 +81,8 @@ def risk(findings: Sequence[Finding]) -> float:
     score = _BASE[top.severity] + 10.0 * top.confidence
     detectors = {f.detector for f in live} - {top.detector}
     score += min(25.0, 8.0 * len(detectors))
+    if any(is_endpoint(f) for f in live) and not all(is_endpoint(f) for f in live):
+        score += _AGREEMENT_BONUS
     if all(f.sanctioned for f in findings):
         score = min(score, 15.0)
     return round(min(100.0, score), 1)
@@ -77,13 +100,106 @@ def _severity_of(score: float) -> str:
     return "info"
 
 
+def _near(f: Finding, g: _Group, window: float) -> bool:
+    """``f`` lies within ``window`` seconds of the group's time span."""
+    return ((f.first_seen - g.last).total_seconds() <= window
+            and (g.first - f.last_seen).total_seconds() <= window)
+
+
+def _clients_of(g: _Group) -> set[str]:
+    """Addresses that use the relays and proxies of a group (where a client-side tool runs)."""
+    out: set[str] = set()
+    for f in g.findings:
+        if is_endpoint(f):
+            continue
+        for key in ("client", "clients"):
+            v = f.entities.get(key)
+            if isinstance(v, str):
+                out.add(v)
+            elif isinstance(v, list):
+                out.update(x for x in v if isinstance(x, str))
+    return out
+
+
+def _place_endpoint(f: Finding, host: str, groups: list[_Group],
+                    by_host: dict[str, list[_Group]], window: float, gap: float) -> None:
+    """Put an endpoint finding with the network activity it explains (see the module doc)."""
+    network = [g for g in groups if any(not is_endpoint(x) for x in g.findings)]
+    for g in network:  # a chain through this host, or started from it
+        if g.kind == "chain" and host in g.key.split(" > ")[:-1] and _near(f, g, window):
+            g.findings.append(f)
+            return
+    for g in by_host.get(host, []):  # the host's own incident
+        if _near(f, g, max(window, gap)):
+            g.findings.append(f)
+            return
+    for g in network:  # a relay or proxy this host is a client of
+        if g.kind == "host" and host in _clients_of(g) and _near(f, g, window):
+            g.findings.append(f)
+            return
+    series = by_host.setdefault(host, [])
+    g = _Group("host", host, [f])
+    series.append(g)
+    groups.append(g)
+
+
+def _facts(findings: Sequence[Finding]) -> dict[str, list[str]]:
+    """What the incident's findings name: host names, tools, processes, users, changes, legs."""
+    facts: dict[str, list[str]] = {k: [] for k in (
+        "host_names", "tools", "processes", "users", "changes", "legs")}
+
+    def add(key: str, value: object) -> None:
+        if isinstance(value, str) and value and value not in facts[key]:
+            facts[key].append(value)
+
+    for f in findings:
+        e = f.entities
+        if is_endpoint(f):
+            add("host_names", e.get("host"))
+            add("tools", e.get("tool"))
+            if e.get("process"):
+                proc = str(e["process"])
+                if e.get("pid") is not None:
+                    proc += f" (pid {e['pid']})"
+                if e.get("user"):
+                    proc += f" as {e['user']}"
+                add("processes", proc)
+            add("users", e.get("user"))
+            if f.detector.startswith("config."):
+                add("changes", f"{e.get('host') or '?'}: {e.get('change') or f.title}")
+        if "relay" in e and "client" in e and not f.detector.startswith("endpoint."):
+            up = e.get("upstream")
+            leg = f"{e['client']} > {e['relay']}:{e.get('in_port', '?')}"
+            if up:
+                leg += f" > {up}:{e.get('up_port', '?')}"
+            add("legs", leg)
+        chain = e.get("chain")
+        if f.detector.startswith("chain.") and isinstance(chain, list):
+            add("legs", " > ".join(str(h) for h in chain))
+    return facts
+
+
+def _title(g: _Group, ordered: Sequence[Finding], facts: dict[str, list[str]]) -> str:
+    if g.kind == "chain":
+        title = f"Relay chain {g.key}"
+    else:
+        title = f"{g.key}: {ordered[0].title}" + (
+            f" (+{len(ordered) - 1} more)" if len(ordered) > 1 else "")
+    if facts["tools"] and any(not is_endpoint(f) for f in g.findings):
+        who = f" by {', '.join(facts['users'][:2])}" if facts["users"] else ""
+        title += f"; set up with {', '.join(facts['tools'][:3])}{who}"
+    return title
+
+
 def correlate(findings: Sequence[Finding], settings: Settings) -> list[dict[str, Any]]:
     """Group ``findings`` into incidents (sets each finding's ``incident``) and return the
     incident rows for the ``incident`` table, riskiest first."""
     gap = settings.correlate.incident_gap
+    window = settings.correlate.endpoint_window
     groups: list[_Group] = []
     on_chain: dict[str, _Group] = {}
-    for f in sorted(findings, key=lambda f: f.first_seen):
+    ordered_in = sorted(findings, key=lambda f: f.first_seen)
+    for f in ordered_in:
         chain = f.entities.get("chain")
         if f.detector.startswith("chain.") and isinstance(chain, list) and chain:
             g = _Group("chain", " > ".join(chain), [f])
@@ -91,8 +207,12 @@ def correlate(findings: Sequence[Finding], settings: Settings) -> list[dict[str,
             for h in chain[1:-1]:  # the relays on the path
                 on_chain.setdefault(h, g)
     by_host: dict[str, list[_Group]] = {}
-    for f in sorted(findings, key=lambda f: f.first_seen):
+    endpoint: list[Finding] = []
+    for f in ordered_in:
         if f.detector.startswith("chain.") and f.entities.get("chain"):
+            continue
+        if is_endpoint(f):
+            endpoint.append(f)
             continue
         host = primary_host(f)
         chain_group = on_chain.get(host)
@@ -107,6 +227,8 @@ def correlate(findings: Sequence[Finding], settings: Settings) -> list[dict[str,
             g = _Group("host", host, [f])
             series.append(g)
             groups.append(g)
+    for f in endpoint:
+        _place_endpoint(f, primary_host(f), groups, by_host, window, gap)
     rows: list[dict[str, Any]] = []
     for g in groups:
         score = risk(g.findings)
@@ -119,19 +241,18 @@ def correlate(findings: Sequence[Finding], settings: Settings) -> list[dict[str,
         for f in ordered:
             hosts.extend(h for h in f.hosts if h not in hosts)
         top = ordered[0]
-        title = (f"Relay chain {g.key}" if g.kind == "chain"
-                 else f"{g.key}: {top.title}" + (f" (+{len(ordered) - 1} more)"
-                                                 if len(ordered) > 1 else ""))
+        facts = _facts(ordered)
         rows.append({
             "ts": g.first, "sensor": top.sensor or None, "file_id": None, "record": None,
-            "id": ident, "title": title, "kind": g.kind, "key": g.key, "risk": score,
-            "severity": _severity_of(score), "first_seen": g.first, "last_seen": g.last,
-            "hosts": hosts, "techniques": sorted({f.technique for f in g.findings}),
+            "id": ident, "title": _title(g, ordered, facts), "kind": g.kind, "key": g.key,
+            "risk": score, "severity": _severity_of(score), "first_seen": g.first,
+            "last_seen": g.last, "hosts": hosts,
+            "techniques": sorted({f.technique for f in g.findings}),
             "findings": [f.id for f in ordered],
-            "sanctioned": all(f.sanctioned for f in g.findings),
+            "sanctioned": all(f.sanctioned for f in g.findings), **facts,
         })
     rows.sort(key=lambda r: -float(r["risk"]))
     return rows
 
 
-__all__ = ["SEVERITIES", "correlate", "primary_host", "primary_of", "risk"]
+__all__ = ["SEVERITIES", "correlate", "is_endpoint", "primary_host", "primary_of", "risk"]
