@@ -12,8 +12,10 @@ the host name in front.
 from __future__ import annotations
 
 import contextlib
+import grp
 import logging
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -202,7 +204,37 @@ class Audit:
             for line in lines:
                 s = _STAMP.search(line)
                 if s and s.group(1) in owner:
-                    out.write(f"node={owner[s.group(1)]} {line}\n")
+                    out.write(f"node={owner[s.group(1)]} {_enriched(line)}\n")
+
+
+_ID_FIELD = re.compile(r"\b(auid|uid|euid|suid|fsuid|gid|egid|sgid|fsgid)=(\d+)\b")
+
+
+def _enriched(line: str) -> str:
+    """A SYSCALL record in auditd's ENRICHED log_format: the raw record, a GS byte (0x1d) and
+    the ids resolved to names (``UID="www-data"``), as auditd writes with ``log_format =
+    ENRICHED``. ``auditd -f`` prints raw records whatever the configuration says, so the lab
+    resolves them itself, with the same passwd and group files auditd would read: the lab's
+    hosts are namespaces of this machine."""
+    if "type=SYSCALL " not in line or "\x1d" in line:
+        return line
+    names = []
+    for key, num in _ID_FIELD.findall(line):
+        name = _id_name(key, int(num))
+        if name is not None:
+            names.append(f'{key.upper()}="{name}"')
+    return f"{line}\x1d{' '.join(names)}" if names else line
+
+
+def _id_name(key: str, num: int) -> str | None:
+    if num == 4294967295:
+        return "unset"
+    try:
+        if "gid" in key:
+            return grp.getgrgid(num).gr_name
+        return pwd.getpwuid(num).pw_name
+    except KeyError:
+        return None
 
 
 def _status(text: str, key: str) -> str | None:
