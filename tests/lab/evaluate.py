@@ -11,6 +11,12 @@ A planted item is found when a finding names it the way the contract says:
 - a beacon by a proxy.beacon finding naming the client and the inner target.
 A medium+ finding is true when it matches a planted item or is about a host the scenario used
 (not in ``benign_hosts``); it is a false alarm when its primary host is benign.
+
+The endpoint side (``endpoint_score``): every proxy, relay or tunnel tool the scenario ran
+(``truth.json`` "tools", classified by :func:`proxy_tools`; plain clients such as curl, a plain
+ssh login, dig or ``ip route`` are not proxy tools) must give an endpoint finding (``endpoint.*``
+or ``config.*``) on its host that names its pid or its binary; and each planted relay's network
+finding must share its incident with an endpoint finding about the relay host or its client.
 """
 
 from __future__ import annotations
@@ -135,9 +141,18 @@ def run_files(out: Path) -> list[Path]:
                   and p.name not in ("truth.json", "hopguard.toml"))
 
 
+_HUNTED: dict[Path, tuple[list[dict[str, Any]], list[str]]] = {}
+
+
 def hunt(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """What `hopguard hunt --config out/hopguard.toml out/` stores, as finding dicts, plus the
-    analyzer's notes."""
+    analyzer's notes (computed once per run directory: several tests score the same run)."""
+    if out not in _HUNTED:
+        _HUNTED[out] = _hunt(out)
+    return _HUNTED[out]
+
+
+def _hunt(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
     settings = load_settings(out / "hopguard.toml", (), environ={},
                              layers=[out / "hopguard.toml"])
     store = Store.open(":memory:")
@@ -150,3 +165,82 @@ def hunt(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
         return stored_findings(store), report.notes
     finally:
         store.close()
+
+
+# -- the endpoint side ------------------------------------------------------------------------
+
+_ALWAYS = {"socat", "microsocks", "danted", "sockd", "tinyproxy", "stunnel", "stunnel4",
+           "proxychains", "proxychains4", "sshuttle", "chisel", "gost", "frpc", "frps"}
+
+
+def proxy_tools(truth: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tools of a run that set up a proxy, relay, tunnel or port forward (the ones an
+    endpoint rule must name), from what each really exec'd."""
+    out = []
+    for t in truth["tools"]:
+        argv = [str(a) for a in t["argv"]]
+        name = Path(argv[0]).name if argv else ""
+        line = " ".join(argv)
+        if (name in _ALWAYS
+                or (name == "ncat" and any(a in argv for a in ("--broker", "--listen", "-l",
+                                                                 "--sh-exec", "--proxy")))
+                or (name == "ssh" and any(a in ("-L", "-R", "-D", "-w") for a in argv))
+                or (name == "ssh" and "ProxyCommand=" in line)
+                or (name == "nft" and any(w in argv for w in ("dnat", "redirect", "masquerade")))
+                or (name == "sysctl" and "forward" in line and line.rstrip().endswith("=1"))):
+            out.append(t)
+    return out
+
+
+def is_endpoint_finding(f: dict[str, Any]) -> bool:
+    return str(f["detector"]).startswith(("endpoint.", "config."))
+
+
+def names_tool(f: dict[str, Any], tool: dict[str, Any]) -> bool:
+    """An endpoint finding on the tool's host naming its pid or its binary."""
+    e = f["entities"]
+    if not is_endpoint_finding(f) or e.get("host") != tool["host"]:
+        return False
+    if e.get("pid") is not None and int(e["pid"]) == int(tool["pid"]):
+        return True
+    binary = Path(str(tool["argv"][0])).name
+    text = f"{e.get('process', '')} {e.get('command_line', '')} {e.get('change', '')}"
+    return binary in text
+
+
+@dataclass(slots=True)
+class EndpointScore:
+    scenario: str
+    tools: list[str] = field(default_factory=list)
+    missed_tools: list[str] = field(default_factory=list)
+    relays: list[str] = field(default_factory=list)
+    unmerged: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (f"{self.scenario:22} tools {len(self.tools) - len(self.missed_tools)}/"
+                f"{len(self.tools)}  relays merged with endpoint evidence "
+                f"{len(self.relays) - len(self.unmerged)}/{len(self.relays)}"
+                + (f"  missed tools: {self.missed_tools}" if self.missed_tools else "")
+                + (f"  unmerged: {self.unmerged}" if self.unmerged else ""))
+
+
+def endpoint_score(scenario: str, truth: dict[str, Any],
+                   findings: list[dict[str, Any]]) -> EndpointScore:
+    s = EndpointScore(scenario)
+    for tool in proxy_tools(truth):
+        label = f"{tool['host']}:{Path(str(tool['argv'][0])).name}({tool['pid']})"
+        s.tools.append(label)
+        if not any(names_tool(f, tool) for f in findings):
+            s.missed_tools.append(label)
+    ip_host = {h["ip"]: name for name, h in truth["hosts"].items()}
+    for r in truth["relays"]:
+        label = f"{r['relay']}:{r['in_port']} ({r.get('tool', '?')})"
+        s.relays.append(label)
+        incidents = {f["incident"] for f in findings
+                     if matches("relay", _relay_key(r), f) and f["incident"]}
+        sides = {ip_host.get(r["relay"]), ip_host.get(r["client"])}
+        merged = any(f["incident"] in incidents and is_endpoint_finding(f)
+                     and f["entities"].get("host") in sides for f in findings)
+        if not merged:
+            s.unmerged.append(label)
+    return s
