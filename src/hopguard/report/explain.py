@@ -23,6 +23,7 @@ import orjson
 from hopguard.errors import ConfigError
 from hopguard.model import TABLES
 from hopguard.report.findings import (
+    INCIDENT_FACTS,
     FindingView,
     clean,
     findings_by_id,
@@ -257,6 +258,9 @@ def incident_lines(inc: dict[str, Any], explained: Sequence[ExplainedFinding]) -
                 f"{', '.join(inc['techniques']) or '-'}"
                 + ("  sanctioned" if inc["sanctioned"] else ""))
     yield clean(f"  hosts: {', '.join(inc['hosts']) or '-'}")
+    for key in INCIDENT_FACTS:
+        if inc.get(key):
+            yield clean(f"  {key.replace('_', ' ')}: {'; '.join(inc[key])}")
     yield f"  {len(explained)} findings, strongest first"
     for ex in explained:
         yield ""

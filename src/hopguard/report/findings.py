@@ -172,7 +172,12 @@ def incident_doc(row: dict[str, Any]) -> dict[str, Any]:
         "techniques": [t for t in row.get("techniques") or [] if t],
         "findings": [f for f in row.get("findings") or [] if f],
         "sanctioned": bool(row.get("sanctioned")),
+        **{k: [v for v in row.get(k) or [] if v] for k in INCIDENT_FACTS},
     }
+
+
+# what an incident names beyond its findings (correlate._facts), in the order reports show them
+INCIDENT_FACTS = ("host_names", "tools", "processes", "users", "changes", "legs")
 
 
 def load_incidents(store: Store, ids: Iterable[str] | None = None) -> list[dict[str, Any]]:

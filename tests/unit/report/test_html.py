@@ -123,3 +123,26 @@ def test_hop_details_from_chain_entities_and_fallbacks(store: Store) -> None:
     assert [a.label for a in d.arrows] == [":8080", "", ""]
     assert [b.role for b in d.boxes] == ["origin", "relay", "relay", "destination"]
     assert d.boxes[-1].x + d.boxes[-1].w < d.width
+
+
+def test_incident_facts_shown_and_escaped(store: Store) -> None:
+    """What correlate/ names in an incident (tools, processes, users, legs) is in the report,
+    each value escaped: a process name is attacker-controlled."""
+    import pyarrow as pa
+
+    from hopguard.model import arrow_schema
+
+    row = {name: None for name in arrow_schema("incident").names}
+    row.update(id="inc1", title="10.10.2.7: relay", kind="host", key="10.10.2.7", risk=80.0,
+               severity="high", first_seen=NOW, last_seen=NOW, hosts=["10.10.2.7"],
+               techniques=["T1090.001"], findings=[], sanctioned=False,
+               host_names=["app-07"], tools=["socat"], users=["www-data"],
+               processes=["/tmp/<b>x</b> (pid 7) as www-data"],
+               legs=["10.10.1.42 > 10.10.2.7:8443 > 203.0.113.66:443"], changes=[])
+    store.write("incident", pa.Table.from_pylist([row], schema=arrow_schema("incident")))
+    html = _html(store)
+    assert "10.10.2.7 (app-07)" in html
+    assert "<dt>tools</dt><dd class=\"mono\">socat</dd>" in html
+    assert "/tmp/&lt;b&gt;x&lt;/b&gt; (pid 7) as www-data" in html and "<b>x</b>" not in html
+    assert "10.10.1.42 &gt; 10.10.2.7:8443 &gt; 203.0.113.66:443" in html
+    assert "<dt>changes</dt>" not in html  # empty facts are left out
