@@ -1,0 +1,125 @@
+"""The one-scan compiler: many rules over one table in a single pass.
+
+Theory of operation: every rule of a table becomes one boolean over the table's columns plus
+columns lower-cased once per row (``__lc_<col>``, computed in an inner SELECT so that a hundred
+rules testing ``CommandLine`` lower it once, not a hundred times). The outer query keeps a row
+when any rule's condition holds (the WHERE is an OR, which DuckDB evaluates vector-at-a-time on
+the rows still undecided) and, for the rows kept, lists which rules matched:
+
+    SELECT <key columns>,
+           list_filter([CASE WHEN c0 THEN 0 END, CASE WHEN c1 THEN 1 END, ...],
+                       lambda x: x IS NOT NULL) AS hits
+    FROM (SELECT *, lower(command_line) AS __lc_command_line, ... FROM process) AS t
+    WHERE (c0) OR (c1) OR ...
+
+``hits`` holds positions in ``ScanQuery.rules``. Matches are rare, so the per-rule CASE list is
+only evaluated on the few rows the WHERE keeps. :func:`check_rules` runs each rule alone once
+(``LIMIT 0``: DuckDB binds the functions and compiles constant regexes) so a user rule whose SQL
+DuckDB rejects is dropped with a message instead of failing the whole scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import duckdb
+
+from hopguard.sigma.fields import KEY_COLUMNS, quote_ident
+from hopguard.sigma.loader import Rule, scan_column
+from hopguard.sigma.prefilter import Req, requirement
+
+
+def rule_requirement(rule: Rule) -> Req:
+    """The literal prefilter of a rule (None: it must see every row)."""
+    out: set[tuple[str, str]] = set()
+    for tree in rule.trees:
+        req = requirement(tree, rule.table)
+        if req is None:
+            return None
+        out |= req
+    return frozenset(out)
+
+
+def _re2_literal(text: str) -> str:
+    # RE2 accepts a backslash before any punctuation; letters and digits stay as they are
+    return "".join(ch if ch.isalnum() or ch == " " or ord(ch) > 127 else "\\" + ch
+                   for ch in text)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanQuery:
+    table: str
+    sql: str
+    rules: tuple[Rule, ...]
+    keys: tuple[str, ...]
+
+
+def _source(table: str, rules: Iterable[Rule], relation: str | None,
+            extra: Iterable[str] = ()) -> str:
+    cols = sorted({c for r in rules for c in r.lowered} | set(extra))
+    lowered = "".join(f", lower({quote_ident(c)}) AS {quote_ident(scan_column(c))}" for c in cols)
+    return f"(SELECT *{lowered} FROM {relation or quote_ident(table)}) AS t"
+
+
+def _where(rules: Sequence[Rule]) -> str:
+    """(literal prefilter AND (rules that have one)) OR (rules that have none)."""
+    filtered: list[Rule] = []
+    open_: list[Rule] = []
+    literals: dict[str, set[str]] = {}
+    for r in rules:
+        req = rule_requirement(r)
+        if req is None:
+            open_.append(r)
+            continue
+        if not req:  # can never match (every branch needs a field we do not store)
+            continue
+        filtered.append(r)
+        for col, lit in req:
+            literals.setdefault(col, set()).add(lit)
+    parts: list[str] = []
+    if filtered:
+        pf = " OR ".join(
+            f"regexp_matches({quote_ident(scan_column(col))}, "
+            f"'{'|'.join(_re2_literal(x) for x in sorted(lits)).replace(chr(39), chr(39) * 2)}')"
+            for col, lits in sorted(literals.items()))
+        parts.append(f"(({pf}) AND ({' OR '.join(f'({r.scan_condition})' for r in filtered)}))")
+    parts.extend(f"({r.scan_condition})" for r in open_)
+    return " OR ".join(parts) or "false"
+
+
+def compile_scan(table: str, rules: Sequence[Rule], *, keys: Sequence[str] | None = None,
+                 relation: str | None = None, prefilter: bool = True) -> ScanQuery:
+    """One query running every rule of ``table`` (``relation``: read another relation with the
+    table's columns instead, e.g. a sample)."""
+    rules = tuple(r for r in rules if r.table == table)
+    keys = tuple(keys if keys is not None else KEY_COLUMNS[table])
+    key_sql = ", ".join(quote_ident(k) for k in keys)
+    if not rules:
+        sql = (f"SELECT {key_sql}, []::INTEGER[] AS hits FROM {relation or quote_ident(table)} "
+               "WHERE false")
+        return ScanQuery(table, sql, rules, keys)
+    cases = ", ".join(f"CASE WHEN {r.scan_condition} THEN {i} END" for i, r in enumerate(rules))
+    where = _where(rules) if prefilter else " OR ".join(f"({r.scan_condition})" for r in rules)
+    extra = sorted({c for r in rules for c, _ in (rule_requirement(r) or ())} if prefilter
+                   else set())
+    sql = (f"SELECT {key_sql}, list_filter([{cases}], lambda x: x IS NOT NULL) AS hits "
+           f"FROM {_source(table, rules, relation, extra)} WHERE {where}")
+    return ScanQuery(table, sql, rules, keys)
+
+
+def check_rules(con: duckdb.DuckDBPyConnection,
+                rules: Sequence[Rule]) -> tuple[list[Rule], list[tuple[Rule, str]]]:
+    """The rules DuckDB accepts, and the others with DuckDB's message."""
+    good: list[Rule] = []
+    bad: list[tuple[Rule, str]] = []
+    for r in rules:
+        try:
+            con.execute(f"SELECT 1 FROM {quote_ident(r.table)} WHERE {r.condition} LIMIT 0")
+            con.execute(f"SELECT 1 FROM {_source(r.table, [r], None)} "
+                        f"WHERE {r.scan_condition} LIMIT 0")
+        except duckdb.Error as exc:
+            bad.append((r, str(exc).splitlines()[0]))
+            continue
+        good.append(r)
+    return good, bad
