@@ -28,6 +28,7 @@ from hopguard.cli.common import (
 from hopguard.cli.findings import explain_cmd, findings_cmd, report_cmd, write_report
 from hopguard.cli.ingest import IngestReport, print_summary, run_ingest
 from hopguard.cli.lab import lab_app
+from hopguard.cli.rules import rules_app
 from hopguard.config import iter_options
 from hopguard.errors import EXIT_RUNTIME, EXIT_USAGE, HopguardError
 from hopguard.model import TABLES
@@ -39,6 +40,7 @@ app = typer.Typer(
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
 app.add_typer(config_app, name="config")
 app.add_typer(lab_app, name="lab")
+app.add_typer(rules_app, name="rules")
 app.command("findings")(findings_cmd)
 app.command("report")(report_cmd)
 app.command("explain")(explain_cmd)
