@@ -1,11 +1,20 @@
-"""Windows event logs: Sysmon, Security 4688/5156 and WinINet 5600, from EVTX or JSON lines.
+"""Windows event logs: Sysmon, Security 4624/4688/5156 and WinINet 5600, from EVTX or JSON lines.
 
 Theory of operation. Every input, whatever its container, is reduced to the same five things
 before any mapping happens: the channel, the event id, the event data (a mapping of the
 ``<EventData><Data Name=...>`` names to values), the time the event log recorded, and the
 computer name. One table, ``HANDLERS``, keyed by ``(channel in lower case, event id)``, says which
 function turns that event data into a row of which model table; everything else is counted with
-``sink.skip`` and not stored.
+``sink.skip`` and not stored. A handler may also decline an event it understands but does not
+want (Security 4624 logons other than RDP and network logons from an address) by counting it
+with ``sink.skip`` and returning ``None``.
+
+Security 4624 (an account logged on) becomes an *inbound* ``netconn`` row, because what matters
+for proxy detection is where a remote logon came from: LogonType 10 (RemoteInteractive, i.e.
+RDP; ``dst_port`` 3389) always, LogonType 3 (network) only when it carries an ``IpAddress``.
+``src_ip``/``src_port`` are ``IpAddress``/``IpPort``, ``user`` is
+``TargetDomainName\\TargetUserName``, ``image`` is ``ProcessName``. An RDP logon from a
+loopback address is the target side of RDP through a tunnel (ssh -L, plink -R, portproxy).
 
 Containers:
 
@@ -203,7 +212,8 @@ def _bool(v: object) -> bool | None:
 # Each handler returns one row as a tuple in its table's LAYOUT order (not a dict): rows are
 # buffered as tuples and turned into Arrow columns with one C-level zip(*rows) per batch, which
 # costs a fraction of building a dict per row and copying it column by column (see RowSink.emit).
-Handler = Callable[[_Mapper, Mapping[str, Any], int, int | None, str | None], tuple[Any, ...]]
+Handler = Callable[[_Mapper, Mapping[str, Any], int, int | None, str | None],
+                   tuple[Any, ...] | None]
 
 _HEAD = ("ts", "record", "host", "platform", "source", "event_code")
 LAYOUT: dict[str, tuple[str, ...]] = {
@@ -377,6 +387,42 @@ def _security_wfp(m: _Mapper, ed: Mapping[str, Any], ts: int, record: int | None
     )
 
 
+# 4624 LogonType: Winlogbeat's security module may send the name instead of the number.
+_LOGON_TYPE_NAMES = {"network": 3, "remoteinteractive": 10}
+_RDP_PORT = 3389
+
+
+def _security_logon(m: _Mapper, ed: Mapping[str, Any], ts: int, record: int | None,
+                    host: str | None) -> tuple[Any, ...] | None:
+    """4624: an RDP logon (type 10), or a network logon (type 3) from an address; else skipped."""
+    g = ed.get
+    raw = g("LogonType")
+    logon_type: int | None
+    if type(raw) is str and not raw.strip().isdigit():
+        logon_type = _LOGON_TYPE_NAMES.get(raw.strip().lower())
+    else:
+        logon_type = m.integer(raw, "LogonType")
+    src_ip = _opt(g("IpAddress"))
+    if logon_type == 3 and src_ip is not None:
+        dst_port: int | None = None
+    elif logon_type == 10:
+        dst_port = _RDP_PORT
+    else:
+        m.sink.skip("security event 4624")  # the same label as any other skipped event
+        return None
+    user, domain = _opt(g("TargetUserName")), _opt(g("TargetDomainName"))
+    return (
+        ts, record, host, "windows", "security", "4624", "inbound", "tcp",
+        src_ip, m.port(g("IpPort"), "IpPort"),
+        None, dst_port,  # the event names the client, not the address it connected to
+        None,
+        _opt(g("ProcessName")),
+        m.integer(g("ProcessId"), "ProcessId"),
+        f"{domain}\\{user}" if domain and user else user,
+        None,
+    )
+
+
 def _wininet_proxy(m: _Mapper, ed: Mapping[str, Any], ts: int, record: int | None,
                    host: str | None) -> tuple[Any, ...]:
     """WinINet 5600: the per-user system proxy (what "Internet Options" and netsh winhttp
@@ -405,6 +451,7 @@ HANDLERS: dict[tuple[str, int], tuple[str, Handler]] = {
     (SYSMON, 13): ("config_change", _sysmon_registry(13)),
     (SYSMON, 14): ("config_change", _sysmon_registry(14)),
     (SYSMON, 22): ("dns", _sysmon_dns),
+    (SECURITY, 4624): ("netconn", _security_logon),
     (SECURITY, 4688): ("process", _security_process),
     (SECURITY, 5156): ("netconn", _security_wfp),
     (WININET, 5600): ("config_change", _wininet_proxy),
@@ -429,6 +476,10 @@ _ECS: dict[tuple[str, int], tuple[str, tuple[tuple[str, str], ...]]] = {
     (SYSMON, 13): ("TargetObject", (*_ECS_PROCESS, ("TargetObject", "registry.path"))),
     (SYSMON, 14): ("TargetObject", (*_ECS_PROCESS, ("TargetObject", "registry.path"))),
     (SYSMON, 22): ("QueryName", (*_ECS_PROCESS, ("QueryName", "dns.question.name"))),
+    (SECURITY, 4624): ("IpAddress", (
+        ("IpAddress", "source.ip"), ("IpPort", "source.port"), ("LogonType", "winlog.logon.type"),
+        ("TargetUserName", "user.name"), ("TargetDomainName", "user.domain"),
+        ("ProcessName", "process.executable"), ("ProcessId", "process.pid"))),
     (SECURITY, 4688): ("NewProcessName", (
         ("NewProcessName", "process.executable"), ("NewProcessId", "process.pid"),
         ("CommandLine", "process.command_line"), ("ProcessId", "process.parent.pid"),
@@ -444,6 +495,8 @@ _NXLOG_FIXES: dict[tuple[str, int], tuple[tuple[str, re.Pattern[str]], ...]] = {
     (SYSMON, 13): (("ProcessId", _SYSMON_PID), ("EventType", _SYSMON_EVENT_TYPE)),
     (SYSMON, 14): (("ProcessId", _SYSMON_PID), ("EventType", _SYSMON_EVENT_TYPE)),
     (SYSMON, 22): (("ProcessId", _SYSMON_PID),),
+    (SECURITY, 4624): (("ProcessId", re.compile(
+        r"Process Information:\s*Process ID:\s*(0x[0-9a-fA-F]+)")),),
     (SECURITY, 4688): (("ProcessId", re.compile(r"Creator Process ID:\s*(0x[0-9a-fA-F]+)")),),
     (SECURITY, 5156): (("ProcessID", re.compile(r"Process ID:\s*(\d+)")),),
 }
@@ -567,7 +620,7 @@ _FRACTION_SCALE = (0, 100_000, 10_000, 1_000, 100, 10, 1)  # "4" -> 400000 us, "
 class WindowsFormat(Format):
     name: ClassVar[str] = "windows"
     description: ClassVar[str] = (
-        "Windows event logs (Sysmon 1/3/12/13/14/22, Security 4688/5156, WinINet 5600): "
+        "Windows event logs (Sysmon 1/3/12/13/14/22, Security 4624/4688/5156, WinINet 5600): "
         "EVTX, or JSON lines from Winlogbeat, Elastic Agent, NXLog or OTRF Security-Datasets")
     tables: ClassVar[tuple[str, ...]] = ("process", "netconn", "config_change", "dns")
     binary: ClassVar[bool] = True
@@ -768,8 +821,9 @@ class _JsonLinesReader(_Dispatcher):
                     if channel == WININET:
                         ed = {**ed, "_user": obj.get("UserID"), "_pid": obj.get("ProcessID")}
                 table_name, handler = target
-                emit(table_name, handler(m, ed, ts, lineno,
-                                         host if type(host) is str else _text(host)))
+                row = handler(m, ed, ts, lineno, host if type(host) is str else _text(host))
+                if row is not None:
+                    emit(table_name, row)
         finally:
             self.seen = seen
 
@@ -954,7 +1008,9 @@ class _EvtxReader(_Dispatcher):
             ed = {**ed, "_user": _dig(system, "Security.#attributes.UserID"),
                   "_pid": _dig(system, "Execution.#attributes.ProcessID")}
         table_name, handler = target
-        self.out.emit(table_name, handler(m, ed, ts, m.record, _text(system.get("Computer"))))
+        row = handler(m, ed, ts, m.record, _text(system.get("Computer")))
+        if row is not None:
+            self.out.emit(table_name, row)
         return m.record
 
     def _evtx_error(self, exc: BaseException, last_header_id: int | None,
