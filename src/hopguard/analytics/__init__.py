@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("bridge", "chains", "proxies", "tunnels", "fronting")
+MODULES = ("bridge", "chains", "proxies", "tunnels", "fronting", "endpoint", "attribution",
+           "changes")
 
 
 def load_all() -> None:
