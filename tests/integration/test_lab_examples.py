@@ -46,3 +46,17 @@ def test_example_findings(truth: Path) -> None:
     print(s.line())
     assert not s.missed, s.line()
     assert not s.benign_alarms, s.line()
+
+
+@pytest.mark.parametrize("truth", EXAMPLES, ids=lambda p: p.parent.name)
+def test_example_endpoint_findings(truth: Path) -> None:
+    """The shipped recordings' audit.log names each proxy tool the scenario ran, and each relay
+    shares its incident with that endpoint evidence."""
+    from hopguard.lab.truth import Truth
+    from tests.lab.evaluate import endpoint_score, hunt
+    findings, _ = hunt(truth.parent)
+    s = endpoint_score(truth.parent.name, Truth.read(truth), findings)
+    print(s.line())
+    assert s.tools or truth.parent.name == "domain-fronting", "a proxy tool was run"
+    assert not s.missed_tools, s.line()
+    assert not s.unmerged, s.line()
