@@ -2,6 +2,7 @@
 
 from hopguard.ingest import (  # noqa: F401
     auditd,
+    ecs,
     esxi,
     eve,
     macos,
