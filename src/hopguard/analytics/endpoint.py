@@ -6,7 +6,10 @@ Theory of operation: the rules (the pack shipped in ``hopguard/rules/sigma`` whe
 ``ctx.cache``. Load errors (file:line) become notes; then each rule is bound alone once against
 the store (``LIMIT 0``), so a user rule whose SQL DuckDB rejects (an RE2-incompatible regex, say)
 is dropped with a note instead of failing the scan. Per table, one query runs every rule in one
-pass (:func:`hopguard.sigma.compile_scan`), unnests the matched rule positions and groups the
+pass over the distinct combinations of the columns the rules read
+(:func:`hopguard.sigma.scan.compile_distinct_scan`: endpoint events repeat, so the rules run once
+per distinct event), joins the matches back to their rows (:func:`~hopguard.sigma.scan.rows_of`),
+unnests the matched rule positions and groups the
 matches per (rule, host, image, command line | registry object and value | destination | DNS
 name), so a rule that fires on a thousand identical command lines is one finding with a thousand
 counted events. Each group becomes a finding whose severity comes from the Sigma level, whose
@@ -33,8 +36,9 @@ from hopguard.analytics.base import (
     ts_of,
 )
 from hopguard.analytics.hosts import address_of
-from hopguard.sigma import Rule, check_rules, compile_scan, load_rules, pack_dir
+from hopguard.sigma import Rule, check_rules, load_rules, pack_dir
 from hopguard.sigma.fields import KEY_COLUMNS, quote_ident
+from hopguard.sigma.scan import ScanQuery, compile_distinct_scan, rows_of
 
 CACHE_KEY = "endpoint.sigma.rules"
 SEVERITY = {"informational": "info", "low": "low", "medium": "medium", "high": "high",
@@ -72,15 +76,15 @@ def rules(ctx: Context) -> list[Rule]:
     return list(good)
 
 
-def _grouped_sql(table: str, scan_sql: str) -> str:
+def _grouped_sql(table: str, scan: ScanQuery) -> str:
     keys = KEY_COLUMNS[table]
     group = GROUP[table]
     firsts = [c for c in keys if c not in group and c not in ("ts", "file_id", "record")]
     q = quote_ident
     struct = ", ".join(f"{q(c)}: {q(c)}" for c in keys)
     return (
-        f"WITH m AS ({scan_sql}), u AS (SELECT * EXCLUDE (hits), unnest(hits) AS hg_rule "
-        f"FROM m) SELECT hg_rule, {', '.join(q(c) for c in group)}, "
+        f"WITH m AS ({rows_of(scan, keys)}), u AS (SELECT * EXCLUDE (hits), unnest(hits) "
+        f"AS hg_rule FROM m) SELECT hg_rule, {', '.join(q(c) for c in group)}, "
         "min(ts) AS hg_first, max(ts) AS hg_last, count(*) AS hg_n, "
         + "".join(f"arg_min({q(c)}, ts) AS {q(c)}, " for c in firsts)
         + f"list({{{struct}}} ORDER BY ts, file_id, record)[1:{MAX_ROWS}] AS hg_rows "
@@ -99,8 +103,8 @@ def sigma(ctx: Context) -> Iterator[Finding]:
         table_rules = by_table.get(table)
         if not table_rules:
             continue
-        scan = compile_scan(table, table_rules)
-        for row in ctx.rows(_grouped_sql(table, scan.sql)):
+        scan = compile_distinct_scan(table, table_rules)
+        for row in ctx.rows(_grouped_sql(table, scan)):
             yield _finding(ctx, table, scan.rules[row["hg_rule"]], row)
 
 

@@ -13,6 +13,14 @@ Because nothing mutates the parsed rule, one parse serves every conversion.
 Negation is Sigma's two-valued ``not``: ``NOT coalesce(x, false)``, so a leaf over a NULL column
 (an absent field) is false and its negation true, as in the Python evaluator.
 
+Lists: ``Image|endswith: [a, b, c ...]`` is an OR of leaves over one column, and DuckDB runs
+each ``suffix``/``contains``/``=`` over every undecided row, which made a 40-name tool list the
+costliest part of the pack. An OR with :data:`MERGE_MIN` or more plain string leaves over the
+same (lower-cased or cased) column is written as one anchored RE2 alternation instead
+(``regexp_matches(col, '^(?s:.*/socat|.*/ncat|ncat)$')``): one DFA pass, the same truth table
+(each alternative is exactly its leaf: ``eq`` t, ``prefix`` t.*, ``suffix`` .*t, ``contains``
+.*t.*, wildcards . and .*), and NULL stays NULL.
+
 The backend converts one condition tree to SQL; :mod:`hopguard.sigma.loader` calls it twice per
 rule: once with ``lower(col)`` (the standalone ``Rule.condition``) and once with per-row
 lower-cased columns (``Rule.scan_condition``, for the one-scan compiler).
@@ -32,10 +40,66 @@ from sigma.conditions import (
 )
 from sigma.conversion.base import TextQueryBackend
 from sigma.conversion.state import ConversionState
+from sigma.exceptions import SigmaError
 from sigma.types import SigmaExpansion
 
 from hopguard.sigma.fields import KEYWORD_COLUMNS, FieldSpec, field_spec
-from hopguard.sigma.semantics import Leaf, Lowered, default_lowered, field_leaf, keyword_leaf
+from hopguard.sigma.semantics import (
+    Leaf,
+    Lowered,
+    StrLeaf,
+    default_lowered,
+    field_leaf,
+    keyword_leaf,
+    sql_str,
+)
+
+# an OR of at least this many plain string leaves over one column becomes one RE2 alternation
+MERGE_MIN = 3
+_MERGEABLE = ("eq", "prefix", "suffix", "contains", "like")
+
+
+def _re2_escape(text: str) -> str:
+    """A literal for RE2: letters, digits, spaces and non-ASCII as they are, other printable
+    characters backslashed (RE2 accepts a backslash before any ASCII punctuation), control
+    characters as ``\\xNN``."""
+    out = []
+    for ch in text:
+        if ch.isalnum() or ord(ch) > 127 or ch == " ":
+            out.append(ch)
+        elif ch.isprintable():
+            out.append("\\" + ch)
+        else:
+            out.append(f"\\x{ord(ch):02x}")
+    return "".join(out)
+
+
+def _flat_or(cond: ConditionOR) -> list[Any]:
+    """The operands of nested ORs as one list (OR is associative: ``Image|endswith`` and
+    ``Image`` lists of one selection become one group)."""
+    out: list[Any] = []
+    for arg in cond.args:
+        out.extend(_flat_or(arg) if isinstance(arg, ConditionOR) else [arg])
+    return out
+
+
+def _alternative(leaf: StrLeaf) -> str:
+    """The regex twin of one string leaf (matched against the whole text)."""
+    p = leaf.pattern
+    if p.op == "like":  # LIKE: % -> .*, _ -> ., backslash escapes the next character
+        out, i, t = [], 0, p.text
+        while i < len(t):
+            c = t[i]
+            if c == "\\" and i + 1 < len(t):
+                out.append(_re2_escape(t[i + 1]))
+                i += 2
+                continue
+            out.append(".*" if c == "%" else "." if c == "_" else _re2_escape(c))
+            i += 1
+        return "".join(out)
+    lit = _re2_escape(p.text)
+    return {"eq": lit, "prefix": lit + ".*", "suffix": ".*" + lit,
+            "contains": ".*" + lit + ".*"}[p.op]
 
 ConditionNode = ConditionItem | ConditionFieldEqualsValueExpression | ConditionValueExpression
 
@@ -103,6 +167,39 @@ class DuckDBBackend(TextQueryBackend):
     def convert_condition_val(self, cond: ConditionValueExpression,
                               state: ConversionState) -> Any:
         return self.keyword(cond).sql(self.lowered)
+
+    def convert_condition_or(self, cond: ConditionOR, state: ConversionState) -> Any:
+        """OR, with runs of plain string leaves over one column merged (see the module doc)."""
+        groups: dict[tuple[str, bool], list[StrLeaf]] = {}
+        others: list[str] = []
+        for arg in _flat_or(cond):
+            leaf = self._mergeable(arg)
+            if leaf is not None:
+                col = leaf.spec.sql if leaf.cased else self.lowered(leaf.spec)
+                groups.setdefault((col, leaf.cased), []).append(leaf)
+            else:
+                others.append(f"({self.convert_condition(arg, state)})")
+        parts: list[str] = []
+        for (col, _), leaves in groups.items():
+            if len(leaves) >= MERGE_MIN:
+                alts = "|".join(_alternative(x) for x in leaves)
+                parts.append(f"regexp_matches({col}, {sql_str('^(?s:' + alts + ')$')})")
+            else:
+                parts.extend(x.sql(self.lowered) for x in leaves)
+        return "(" + " OR ".join(parts + others) + ")"
+
+    def _mergeable(self, arg: Any) -> StrLeaf | None:
+        if not isinstance(arg, ConditionFieldEqualsValueExpression) or \
+                isinstance(arg.value, SigmaExpansion):
+            return None
+        try:
+            leaf = field_leaf(field_spec(self.table, arg.field), arg.value, self.resolve)
+        except (ValueError, SigmaError):  # the regular path reports the problem
+            return None
+        if isinstance(leaf, StrLeaf) and leaf.pattern.op in _MERGEABLE and \
+                leaf.spec.derive is None:
+            return leaf
+        return None
 
     def convert_condition_not(self, cond: ConditionNOT, state: ConversionState) -> Any:
         inner = self.convert_condition(cond.args[0], state)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from hopguard.sigma import PyMatcher, Rule, compile_scan, load_rules
+from hopguard.sigma.scan import compile_distinct_scan, rows_of
 from hopguard.store import Store
 from tests.unit.analytics.util import put
 
@@ -44,6 +45,54 @@ SEL = "sel:\n  {}\ncondition: sel"
 def sel(line: str) -> str:
     return SEL.format(line)
 
+
+
+def lst(field: str, *values: str) -> str:
+    """A selection with one field and a list of values (an OR the backend may merge into one
+    RE2 alternation when it has three or more plain string leaves)."""
+    items = "".join(f"\n    - '{v}'" for v in values)
+    return f"sel:\n  {field}:{items}\ncondition: sel"
+
+
+MERGED_CASES = [
+    C("merged_suffix_list_hit", lst("Image|endswith", "/socat", "/ncat", "\\ncat.exe"),
+      {"image": "C:\\Tools\\NCAT.EXE"}, True),
+    C("merged_suffix_list_miss", lst("Image|endswith", "/socat", "/ncat", "\\ncat.exe"),
+      {"image": "/usr/bin/ncat.bak"}, False),
+    C("merged_eq_list_case", lst("User", "www-data", "Apache", "nginx"), {"user": "APACHE"},
+      True),
+    C("merged_eq_is_whole_value", lst("User", "www-data", "apache", "nginx"),
+      {"user": "apache2"}, False),
+    C("merged_prefix_list", lst("CommandLine|startswith", "ssh -R", "plink", "autossh"),
+      {CL: "PLINK.exe -R 1:2:3"}, True),
+    C("merged_contains_list", lst("CommandLine|contains", "portproxy", "tcp-listen", "--broker"),
+      {CL: "socat TCP-LISTEN:80 TCP:x:1"}, True),
+    C("merged_contains_metachars_literal",
+      lst("CommandLine|contains", "a.b", "(x)", "c+d", "e|f", "[g]", "$h^"),
+      {CL: "axb yes c++d"}, False),
+    C("merged_contains_metachars_hit",
+      lst("CommandLine|contains", "a.b", "(x)", "c+d", "e|f", "[g]", "$h^"),
+      {CL: "run $H^ now"}, True),
+    C("merged_like_percent_underscore_literal",
+      lst("CommandLine|contains", "50%", "a_b", "c\\d"), {CL: "50 percent a-b"}, False),
+    C("merged_like_percent_hit", lst("CommandLine|contains", "50%", "a_b", "c\\d"),
+      {CL: "100% or 50% off"}, True),
+    C("merged_backslash_hit", lst("CommandLine|contains", "50%", "a_b", "c\\d"),
+      {CL: "C\\D path"}, True),
+    C("merged_wildcards", lst("CommandLine", "ssh*-R*", "plink?-R*", "*tcp-listen:*"),
+      {CL: "plinkX-R 80"}, True),
+    C("merged_wildcard_single_is_one_char", lst("CommandLine", "ssh*-R*", "plink?-R*", "x?y"),
+      {CL: "plinkXY-R 80"}, False),
+    C("merged_newline_in_data", lst("CommandLine|contains", "portproxy", "tcp-listen", "broker"),
+      {CL: "line one\nnetsh interface PORTPROXY add"}, True),
+    C("merged_null_column", lst("CommandLine|contains", "portproxy", "tcp-listen", "broker"),
+      {CL: None}, False),
+    C("merged_not_null_column",
+      "sel:\n  CommandLine|contains:\n    - a1\n    - b2\n    - c3\ncondition: not sel",
+      {CL: None}, True),
+    C("merged_unicode", lst("CommandLine|contains", "прокси", "ärger", "ß"),
+      {CL: "ПРОКСИ сервер"}, True),
+]
 
 CASES = [
     # -- case-insensitive equality ------------------------------------------------------------
@@ -279,6 +328,9 @@ def _load(case: Case, tmp: Path) -> Rule:
     return rs.rules[0]
 
 
+CASES += MERGED_CASES
+
+
 def test_table_is_big_enough() -> None:
     assert len(CASES) >= 60
     assert len({c.name for c in CASES}) == len(CASES)
@@ -299,6 +351,51 @@ def test_semantics(case: Case, store: Store, tmp_path: Path) -> None:
     scan = store.con.execute(compile_scan(table, [rule]).sql).fetchall()
     # 3. the Python reference
     py = PyMatcher([rule]).match(table, event)
+    # 4. the distinct-event scan and its join back to rows (what endpoint.sigma runs)
+    dscan = compile_distinct_scan(table, [rule])
+    rows = store.con.execute(rows_of(dscan, ["record"])).fetchall()
     assert alone is not None
-    got = (alone[0] == 1, len(scan) == 1 and scan[0][-1] == [0], py == [rule.id])
-    assert got == (case.expected,) * 3, f"{case.name}: sql, scan, python = {got}"
+    got = (alone[0] == 1, len(scan) == 1 and scan[0][-1] == [0], py == [rule.id],
+           rows == [(7, [0])])
+    assert got == (case.expected,) * 4, f"{case.name}: sql, scan, python, distinct = {got}"
+
+
+def test_distinct_scan_gives_the_row_scan_pairs(store: Store) -> None:
+    """The whole shipped pack over repeated, NULL-holed and planted events: the distinct-event
+    scan joined back to rows yields exactly the row-by-row scan's (row, rule) pairs."""
+    from hopguard.sigma import pack_dir
+    rules = [r for r in load_rules([pack_dir()]).rules if r.table == "process"]
+    lines = [
+        ("linux", "/usr/bin/socat", "socat TCP-LISTEN:8443,fork TCP:203.0.113.66:443", "www-data"),
+        ("linux", "/usr/bin/ls", "ls -la", "root"),
+        ("linux", None, "ssh -N -R 2222:10.10.5.9:22 root@203.0.113.7", None),
+        ("windows", "C:\\Windows\\System32\\netsh.exe",
+         "netsh interface portproxy add v4tov4 listenport=8080 connectaddress=10.0.0.1", None),
+        ("windows", "C:\\Windows\\System32\\netsh.exe", "netsh interface portproxy show all",
+         "CORP\\bob"),
+        ("macos", "/usr/sbin/networksetup", None, "root"),
+    ]
+    rows = [{"ts": float(i), "file_id": 1, "record": i, "platform": p, "image": img,
+             "command_line": cmd, "user": user, "host": f"h{i % 3}"}
+            for i in range(120) for p, img, cmd, user in [lines[i % len(lines)]]]
+    put(store, "process", rows)
+    scan = compile_scan("process", rules)
+    rec = scan.keys.index("record")
+    by_row = {(r[rec], i) for r in store.con.execute(scan.sql).fetchall() for i in r[-1]}
+    d = compile_distinct_scan("process", rules)
+    assert d.rules == scan.rules
+    by_distinct = {(r[0], i) for r in store.con.execute(rows_of(d, ["record"])).fetchall()
+                   for i in r[-1]}
+    assert by_row == by_distinct
+    assert len({rec for rec, _ in by_row}) >= 60  # socat, ssh -R, netsh add and show match
+    # the matches come from at most six distinct events behind 120 rows
+    assert len(store.con.execute(d.sql).fetchall()) <= len(lines)
+
+
+def test_long_lists_become_one_alternation(tmp_path: Path) -> None:
+    """The MERGED_CASES above go through the merged form (three or more leaves), two values
+    stay separate leaves."""
+    merged = _load(MERGED_CASES[0], tmp_path)
+    assert "regexp_matches(" in merged.condition and "^(?s:" in merged.scan_condition
+    two = _load(C("two", lst("Image|endswith", "/socat", "/ncat"), {}, True), tmp_path)
+    assert "regexp_matches(" not in two.condition and "suffix(" in two.condition
