@@ -9,9 +9,12 @@ needs its addresses. They come, best first, from:
 2. The endpoint's own connection events joined to the flows a sensor saw. An inbound
    connection logged on host H from ``client:port`` at time t is the flow from ``client:port``
    near t, and that flow's responder address is H's. An outbound connection to ``server:port``
-   near t, from a flow whose originator port the endpoint logged (Sysmon ``SourcePort``), gives
-   the originator address. Each match is one vote; an address goes to the host with the most
-   votes (a NAT gateway in front of many hosts then stays with none of them wrongly twice).
+   at t gives the originator of the flow to ``server:port`` that started nearest t (from the
+   port the endpoint logged, when it logs one: Sysmon ``SourcePort``); a DNAT'd inbound leg
+   matches the original and the forwarded flow, and the forwarded one (to a port the host
+   serves, else the later) is the host's. Each endpoint event is one vote, shared among equal
+   candidates; an address goes to the host with the most votes, and an address two hosts claim
+   equally goes to neither.
 3. Addresses the endpoint reports as its own: the local address of an outbound connection
    (Sysmon ``SourceIp``), a bind to a specific address (auditd ``bind`` of ``10.10.2.7:1080``),
    and the destination a port-forward rule rewrites (``ip daddr 10.10.2.7 tcp dport 2222 dnat
@@ -80,14 +83,15 @@ WITH nc AS (
 listening AS (SELECT DISTINCT host, dst_port AS port FROM nc WHERE direction = 'listen'),
 cand AS (
     -- inbound: the flow from the logged client address and port; its responder is the host
-    SELECT nc.n, nc.host, f.dst_ip AS ip, l.port IS NOT NULL AS listened, epoch(f.ts) AS ft
+    SELECT nc.n, nc.host, 'in' AS dir, f.dst_ip AS ip, l.port IS NOT NULL AS listened,
+           epoch(f.ts) AS ft, abs(epoch(f.ts) - nc.t) AS skew
     FROM nc JOIN flow f ON f.src_ip = nc.src_ip AND f.src_port = nc.src_port
     LEFT JOIN listening l ON l.host = nc.host AND l.port = f.dst_port
     WHERE nc.direction = 'inbound' AND abs(epoch(f.ts) - nc.t) <= {JOIN_SKEW}
     UNION ALL
     -- outbound: the flow to the logged server (from the logged local port when there is one);
     -- its originator is the host
-    SELECT nc.n, nc.host, f.src_ip, true, epoch(f.ts)
+    SELECT nc.n, nc.host, 'out', f.src_ip, true, epoch(f.ts), abs(epoch(f.ts) - nc.t)
     FROM nc JOIN flow f ON f.dst_ip = nc.dst_ip AND f.dst_port = nc.dst_port
     WHERE nc.direction = 'outbound' AND (nc.src_port IS NULL OR f.src_port = nc.src_port)
       AND abs(epoch(f.ts) - nc.t) <= {JOIN_SKEW}
@@ -95,9 +99,13 @@ cand AS (
 served AS (    -- a DNAT'd inbound leg matches two flows: keep the one to a port the host serves
     SELECT * FROM cand QUALIFY listened OR NOT bool_or(listened) OVER (PARTITION BY n)
 ),
-kept AS (      -- ... else the later one (the forwarded packet is seen after the original)
+kept AS (
+    -- inbound: else the later flow (the forwarded packet is seen after the original);
+    -- outbound: the flow that started nearest the connect (other clients of a busy server
+    -- connect at other times)
     SELECT * FROM served
-    QUALIFY ft = max(ft) OVER (PARTITION BY n) OR min(ft) OVER (PARTITION BY n) IS NULL
+    QUALIFY CASE WHEN dir = 'in' THEN ft = max(ft) OVER (PARTITION BY n)
+                 ELSE skew = min(skew) OVER (PARTITION BY n) END
 ),
 votes AS (     -- one vote per endpoint event, shared among its candidate flows
     SELECT host, ip, 1.0 / count(*) OVER (PARTITION BY n) AS v FROM kept

@@ -13,13 +13,14 @@ Endpoint findings (``endpoint.*`` from process, connection and registry events; 
 from configuration changes) name a machine and, where the telemetry ties the name to an
 address, that address (``entities["ip"]``; ``analytics/hosts.py``). They are placed after the
 network findings, so that the tool, the process, the user and the change that set a relay up
-join the incident of the relay they set up: first a chain whose path (origin or relay) is that
-address, then an incident keyed by that address, then one whose relay or proxy has that address
-as its client (``ssh -L`` runs on the client; its relay is the server), each within
-``correlate.endpoint_window`` of the network findings. Otherwise they make an incident of their
-own. An incident where host and wire agree is worth more than either alone: risk gains a fixed
-bonus when both kinds are in it, and the incident names its tools, processes, users, changes and
-legs.
+join the incident of the relay they set up: a chain whose path (origin or relay) is that
+address, an incident keyed by that address, or one whose relay or proxy has that address as its
+client (``ssh -L`` runs on the client; its relay is the server), within
+``correlate.endpoint_window`` of the network findings; the one whose addresses the command line
+names wins, then the closest relation, an unsanctioned incident before a sanctioned one, the
+nearest in time. Otherwise they make an incident of their own. An incident where host and
+wire agree is worth more than either alone: risk gains a fixed bonus when both kinds are in
+it, and the incident names its tools, processes, users, changes and legs.
 """
 
 from __future__ import annotations
@@ -121,23 +122,53 @@ def _clients_of(g: _Group) -> set[str]:
     return out
 
 
+def _mentions(f: Finding, g: _Group, host: str) -> bool:
+    """The endpoint finding's command line, change or object names another address of the
+    group (``ssh -L 8022:10.10.5.9:22 root@10.10.2.7`` names the relay and its upstream)."""
+    text = " ".join(str(f.entities.get(k) or "") for k in ("command_line", "change", "detail",
+                                                           "object"))
+    if not text.strip():
+        return False
+    others = {h for x in g.findings if not is_endpoint(x) for h in x.hosts} - {host}
+    if g.kind == "chain":
+        others |= set(g.key.split(" > ")) - {host}
+    return any(h and h in text for h in others)
+
+
 def _place_endpoint(f: Finding, host: str, groups: list[_Group],
                     by_host: dict[str, list[_Group]], window: float, gap: float) -> None:
-    """Put an endpoint finding with the network activity it explains (see the module doc)."""
-    network = [g for g in groups if any(not is_endpoint(x) for x in g.findings)]
-    for g in network:  # a chain through this host, or started from it
+    """Put an endpoint finding with the network activity it explains (see the module doc).
+
+    Candidates, near in time: a chain through or from this host, the host's own incident, an
+    incident whose relay or proxy this host is a client of. The finding goes to the one whose
+    addresses its command line names, else to the closest relation (chain, own, client), an
+    unsanctioned one before a sanctioned one, then the nearest in time."""
+    best: tuple[tuple[int, int, int, float], _Group] | None = None
+    for g in groups:
+        if all(is_endpoint(x) for x in g.findings):
+            continue
         if g.kind == "chain" and host in g.key.split(" > ")[:-1] and _near(f, g, window):
-            g.findings.append(f)
-            return
-    for g in by_host.get(host, []):  # the host's own incident
-        if _near(f, g, max(window, gap)):
-            g.findings.append(f)
-            return
-    for g in network:  # a relay or proxy this host is a client of
-        if g.kind == "host" and host in _clients_of(g) and _near(f, g, window):
-            g.findings.append(f)
-            return
+            relation = 3
+        elif g.kind == "host" and g.key == host and _near(f, g, max(window, gap)):
+            relation = 2
+        elif g.kind == "host" and host in _clients_of(g) and _near(f, g, window):
+            relation = 1
+        else:
+            continue
+        distance = max(0.0, (g.first - f.last_seen).total_seconds(),
+                       (f.first_seen - g.last).total_seconds())
+        rank = (int(_mentions(f, g, host)), relation,
+                int(not all(x.sanctioned for x in g.findings)), -distance)
+        if best is None or rank > best[0]:
+            best = (rank, g)
+    if best is not None:
+        best[1].findings.append(f)
+        return
     series = by_host.setdefault(host, [])
+    for g in series:  # an endpoint-only incident of this host
+        if _near(f, g, gap):
+            g.findings.append(f)
+            return
     g = _Group("host", host, [f])
     series.append(g)
     groups.append(g)

@@ -76,3 +76,18 @@ def test_declared_hosts_win_and_bad_entries_are_errors(store: Store) -> None:
 
 def test_empty_store(store: Store) -> None:
     assert host_addresses(_ctx(store)) == {}
+
+
+def test_busy_server_outbound_takes_the_nearest_flow(store: Store) -> None:
+    """Two hosts connect to one sshd a second apart; auditd logs no local port. Each connect
+    belongs to the flow that started nearest it, not to whichever flow came last."""
+    put(store, "flow", [
+        _flow("C1", 0.0, "10.10.1.51", 47636, "10.10.5.9", 22),
+        _flow("C2", 1.0, "10.10.2.7", 36352, "10.10.5.9", 22),
+        _flow("C3", 3.5, "10.10.1.51", 47640, "10.10.5.9", 22),
+        _flow("C4", 4.0, "10.10.2.7", 36364, "10.10.5.9", 22),
+    ])
+    put(store, "netconn", [
+        {"ts": t, "host": h, "direction": "outbound", "dst_ip": "10.10.5.9", "dst_port": 22}
+        for t, h in ((0.01, "ws-051"), (1.01, "app-07"), (3.49, "ws-051"), (4.02, "app-07"))])
+    assert host_addresses(_ctx(store)) == {"ws-051": ["10.10.1.51"], "app-07": ["10.10.2.7"]}

@@ -81,3 +81,24 @@ def test_window_is_a_setting() -> None:
              span=1)
     assert len(correlate([relay, ssh], settings())) == 1  # 299 s apart, default window 600 s
     assert len(correlate([relay, ssh], settings("correlate.endpoint_window=60"))) == 2
+
+
+def test_client_tool_goes_to_the_relay_its_command_line_names() -> None:
+    """ws-042 uses the sanctioned proxy and, at the same time, an ssh -L through app-07: the
+    ssh finding belongs with the relay its command line names, not the proxy it also uses."""
+    proxy = _f("bridge.relay", {"relay": "10.10.0.5", "client": "10.10.1.42", "in_port": 3128,
+                                "upstream": "203.0.113.10", "up_port": 443}, t=0, severity="low")
+    proxy.sanctioned = True
+    relay = _f("bridge.relay", {"relay": "10.10.2.7", "client": "10.10.1.42", "in_port": 22,
+                                "upstream": "10.10.5.9", "up_port": 22}, t=20)
+    ssh = _f("endpoint.sigma", {"host": "ws-042", "ip": "10.10.1.42", "tool": "ssh",
+                                "process": "/usr/bin/ssh", "pid": 7,
+                                "command_line": "ssh -N -L 8022:10.10.5.9:22 root@10.10.2.7"},
+             t=1)
+    correlate([proxy, relay, ssh], settings())
+    assert ssh.incident == relay.incident != proxy.incident
+    # without the names, the unsanctioned relay still wins over the sanctioned proxy
+    plain = _f("endpoint.sigma", {"host": "ws-042", "ip": "10.10.1.42", "tool": "ssh",
+                                  "pid": 8}, t=1)
+    correlate([proxy, relay, plain], settings())
+    assert plain.incident == relay.incident
