@@ -44,9 +44,14 @@ from hopguard.sigma.semantics import (
 
 Req = frozenset[tuple[str, str]] | None
 MIN_LITERAL = 3  # shorter literals select too little to be worth a prefilter
+# A path column's file name, computed once per row: ``image#name`` in a requirement means
+# "the lower-cased file name of image is this" (a set lookup), not "contains".
+BASENAME = "#name"
+BASENAME_COLUMNS = ("image", "parent_image")
 # Relative cost of scanning a column (short paths are cheaper than command lines).
-COLUMN_COST = {"image": 1, "parent_image": 2, "user": 2, "query": 2, "object": 3,
-               "command_line": 5, "parent_command_line": 6, "detail": 5}
+COLUMN_COST = {"image#name": 0, "parent_image#name": 0, "image": 1, "parent_image": 2,
+               "user": 2, "query": 2, "object": 3, "command_line": 5,
+               "parent_command_line": 6, "detail": 5}
 
 
 def _lowerable(spec_name: str, derive: Any, kind: str) -> bool:
@@ -62,6 +67,10 @@ def _leaf_req(leaf: Leaf) -> Req:
             return frozenset()  # never matches
         if not _lowerable(spec.name, spec.derive, spec.kind):
             return None
+        if spec.name in BASENAME_COLUMNS and not leaf.cased:
+            name = _basename(leaf.pattern.op, leaf.pattern.text)
+            if name is not None:
+                return frozenset({(spec.name + BASENAME, name)})
         lit = _pattern_literal(leaf.pattern.op, leaf.pattern.text)
         if lit is None:
             return None
@@ -73,6 +82,19 @@ def _leaf_req(leaf: Leaf) -> Req:
             return None
         lits = regex_literals(leaf.pattern)
         return frozenset((spec.name, x.lower()) for x in lits) if lits else None
+    return None
+
+
+def _basename(op: str, text: str) -> str | None:
+    """The exact file name a path test implies: ``endswith '/socat'`` or ``'\\socat.exe'``
+    (a separator, then no other) and ``= 'socat'`` (no separator: ESXi's typed first word)
+    both mean the file name is that text; anything else implies no single name."""
+    seps = ("/", "\\")
+    if op == "suffix" and len(text) > 1 and text[0] in seps and \
+            not any(c in text[1:] for c in seps):
+        return text[1:]
+    if op == "eq" and text and not any(c in text for c in seps):
+        return text
     return None
 
 

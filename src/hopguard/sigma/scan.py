@@ -37,7 +37,8 @@ import duckdb
 from hopguard.model import TABLES
 from hopguard.sigma.fields import KEY_COLUMNS, quote_ident
 from hopguard.sigma.loader import Rule, scan_column
-from hopguard.sigma.prefilter import Req, requirement
+from hopguard.sigma.prefilter import BASENAME, Req, requirement
+from hopguard.sigma.semantics import sql_str
 
 
 def rule_requirement(rule: Rule) -> Req:
@@ -65,11 +66,35 @@ class ScanQuery:
     keys: tuple[str, ...]
 
 
+def _col(req_col: str) -> str:
+    """The scan column a requirement names: ``__lc_<col>``, or ``__name_<col>`` for a file
+    name (prefilter.BASENAME)."""
+    if req_col.endswith(BASENAME):
+        return quote_ident("__name_" + req_col[:-len(BASENAME)])
+    return quote_ident(scan_column(req_col))
+
+
 def _source(table: str, rules: Iterable[Rule], relation: str | None,
             extra: Iterable[str] = ()) -> str:
-    cols = sorted({c for r in rules for c in r.lowered} | set(extra))
+    extra = set(extra)
+    cols = sorted({c for r in rules for c in r.lowered} | {c for c in extra if "#" not in c})
     lowered = "".join(f", lower({quote_ident(c)}) AS {quote_ident(scan_column(c))}" for c in cols)
-    return f"(SELECT *{lowered} FROM {relation or quote_ident(table)}) AS t"
+    # a path's file name, lower-cased: what follows the last / or \\ (the whole text if none)
+    names = "".join(f", regexp_extract(lower({quote_ident(c[:-len(BASENAME)])}), "
+                    f"'[^/\\\\]*$') AS {_col(c)}"
+                    for c in sorted(c for c in extra if c.endswith(BASENAME)))
+    return f"(SELECT *{lowered}{names} FROM {relation or quote_ident(table)}) AS t"
+
+
+def _literal_test(col: str, lits: Iterable[str]) -> str:
+    """One column's literals as one test: a set lookup for file names, else one RE2
+    alternation of substrings."""
+    lits = sorted(lits)
+    if col.endswith(BASENAME):
+        return f"{_col(col)} IN ({', '.join(sql_str(x) for x in lits)})"
+    if len(lits) == 1:
+        return f"contains({_col(col)}, {sql_str(lits[0])})"
+    return f"regexp_matches({_col(col)}, {sql_str('|'.join(_re2_literal(x) for x in lits))})"
 
 
 def _where(rules: Sequence[Rule]) -> str:
@@ -89,28 +114,27 @@ def _where(rules: Sequence[Rule]) -> str:
             literals.setdefault(col, set()).add(lit)
     parts: list[str] = []
     if filtered:
-        pf = " OR ".join(
-            f"regexp_matches({quote_ident(scan_column(col))}, "
-            f"'{'|'.join(_re2_literal(x) for x in sorted(lits)).replace(chr(39), chr(39) * 2)}')"
-            for col, lits in sorted(literals.items()))
+        pf = " OR ".join(_literal_test(col, lits) for col, lits in sorted(literals.items()))
         parts.append(f"(({pf}) AND ({' OR '.join(_gated(r) for r in filtered)}))")
     parts.extend(f"({r.scan_condition})" for r in open_)
     return " OR ".join(parts) or "false"
 
 
 def _gate(rule: Rule) -> str | None:
-    """The rule's own literal test (its prefilter literals as ``contains``), or None."""
+    """The rule's own literal test (its prefilter literals), or None."""
     req = rule_requirement(rule)
     if not req:
         return None
-    return " OR ".join(f"contains({quote_ident(scan_column(col))}, "
-                       f"'{lit.replace(chr(39), chr(39) * 2)}')" for col, lit in sorted(req))
+    by_col: dict[str, set[str]] = {}
+    for col, lit in req:
+        by_col.setdefault(col, set()).add(lit)
+    return " OR ".join(_literal_test(col, lits) for col, lits in sorted(by_col.items()))
 
 
 def _gated(rule: Rule) -> str:
     """``(gate AND condition)``: on a row the shared prefilter let through, a rule whose own
-    literals are absent costs one or two ``contains`` instead of its regexes (DuckDB evaluates
-    the condition only on the rows the gate keeps)."""
+    literals are absent costs a set lookup or one ``contains`` instead of its regexes (DuckDB
+    evaluates the condition only on the rows the gate keeps)."""
     gate = _gate(rule)
     return f"(({gate}) AND ({rule.scan_condition}))" if gate else f"({rule.scan_condition})"
 
