@@ -73,7 +73,7 @@ import orjson
 
 from hopguard.errors import SourceLocation
 from hopguard.ingest.base import Format, IngestContext, RowSink, iter_lines, register
-from hopguard.ingest.values import iso_to_us
+from hopguard.ingest.values import dig, is_windows_event, iso_to_us, unflatten
 
 ENDPOINT_SOURCE = "elastic-endpoint"
 GENERIC_SOURCE = "ecs"
@@ -155,30 +155,6 @@ def parse_text(text: bytes) -> tuple[Any, list[str]]:
         raise ValueError(str(first)) from None
 
 
-def _unflatten(doc: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in doc.items():
-        if type(key) is not str or "." not in key or key.startswith("."):
-            if type(out.get(key)) is dict and type(value) is dict:
-                out[key].update(value)
-            else:
-                out[key] = value
-            continue
-        parts = key.split(".")
-        cur = out
-        for p in parts[:-1]:
-            nxt = cur.get(p)
-            if type(nxt) is not dict:
-                nxt = {}
-                cur[p] = nxt
-            cur = nxt
-        if type(cur.get(parts[-1])) is dict and type(value) is dict:
-            cur[parts[-1]].update(value)
-        else:
-            cur[parts[-1]] = value
-    return out
-
-
 def expand(value: Any) -> Iterator[dict[str, Any] | str]:
     """ECS documents inside a parsed value (a search response, a hit, an array, a document);
     a string in place of a document says why that element is not one."""
@@ -230,19 +206,11 @@ def _hit_list(hits: dict[str, Any]) -> Iterator[Any]:
 def _document(doc: dict[str, Any]) -> dict[str, Any]:
     for key in doc:
         if type(key) is str and "." in key and not key.startswith("."):
-            return _unflatten(doc)
+            return unflatten(doc)
     return doc
 
 
 # -- small value helpers --------------------------------------------------------------------
-
-def _dig(obj: Any, path: str) -> Any:
-    for part in path.split("."):
-        if type(obj) is not dict:
-            return None
-        obj = obj.get(part)
-    return obj
-
 
 def _strs(v: Any) -> list[str]:
     """ECS keyword-or-array fields (event.category, event.type) as lower-case strings."""
@@ -264,7 +232,7 @@ def _str(v: Any) -> str | None:
 
 
 def _platform(doc: dict[str, Any]) -> str | None:
-    os_ = _dig(doc, "host.os")
+    os_ = dig(doc, "host.os")
     if type(os_) is not dict:
         return None
     for key in ("type", "family", "platform", "name"):
@@ -297,27 +265,18 @@ def _hive(path: str) -> str:
 
 
 def _is_endpoint(doc: dict[str, Any]) -> bool:
-    if _dig(doc, "agent.type") == "endpoint" or _dig(doc, "event.module") == "endpoint":
+    if dig(doc, "agent.type") == "endpoint" or dig(doc, "event.module") == "endpoint":
         return True
-    ds = _dig(doc, "data_stream.dataset")
+    ds = dig(doc, "data_stream.dataset")
     if type(ds) is not str:
-        ds = _dig(doc, "event.dataset")
+        ds = dig(doc, "event.dataset")
     return type(ds) is str and ds.startswith("endpoint.events.")
-
-
-def _is_windows_event(doc: dict[str, Any]) -> bool:
-    wl = doc.get("winlog")
-    if type(wl) is dict:
-        return "event_id" in wl or "channel" in wl
-    if "winlog.event_id" in doc or "winlog.channel" in doc:
-        return True
-    return "EventID" in doc and ("Channel" in doc or "SourceName" in doc)
 
 
 def is_ecs_document(doc: dict[str, Any]) -> bool:
     """Whether a (first) document is one this reader should claim."""
     if "event_type" in doc or "eventMessage" in doc or "_path" in doc or \
-            ("ts" in doc and "uid" in doc) or _is_windows_event(doc):
+            ("ts" in doc and "uid" in doc) or is_windows_event(doc):
         return False  # Suricata EVE, macOS unified log, Zeek JSON, Windows event logs
     if _is_endpoint(doc):
         return True
@@ -566,7 +525,7 @@ class _Reader:
     # mapping
     def document(self, doc: dict[str, Any], rec: int) -> None:
         sink = self.sink
-        if _is_windows_event(doc):
+        if is_windows_event(doc):
             sink.skip("ecs windows event log document (read by the windows format)")
             return
         event = doc.get("event")
@@ -585,7 +544,7 @@ class _Reader:
         if "registry" in cats:
             self._emit(doc, rec, event, action, "config_change")
             return
-        if type(_dig(doc, "dns.question.name")) is str and (
+        if type(dig(doc, "dns.question.name")) is str and (
                 "network" in cats or "dns" in cats or not cats):
             if act == "lookup_requested":
                 sink.skip("ecs dns lookup_requested (its lookup_result is stored)")
@@ -602,7 +561,7 @@ class _Reader:
                                           proc.get("executable") is None):
                 sink.skip("ecs network event without a process (not endpoint telemetry)")
                 return
-            if _dig(doc, "source.ip") is None and _dig(doc, "destination.ip") is None:
+            if dig(doc, "source.ip") is None and dig(doc, "destination.ip") is None:
                 sink.skip("ecs network event without an address")
                 return
             self._emit(doc, rec, event, action, "netconn")
@@ -614,7 +573,7 @@ class _Reader:
         ts = self._ts(doc.get("@timestamp"))
         if ts is None:
             return
-        host = _str(_dig(doc, "host.name")) or _str(_dig(doc, "host.hostname"))
+        host = _str(dig(doc, "host.name")) or _str(dig(doc, "host.hostname"))
         platform = _platform(doc)
         if _is_endpoint(doc):
             source = ENDPOINT_SOURCE
@@ -644,28 +603,28 @@ class _Reader:
             act = action.lower() if action else None
             direction = _ACTION_DIRECTION.get(act) if act else None
             if direction is None:
-                raw = _dig(doc, "network.direction")
+                raw = dig(doc, "network.direction")
                 direction = _DIRECTION.get(raw.lower()) if type(raw) is str else None
-            src_ip = self._text_field(_dig(doc, "source.ip"), "source.ip")
-            src_port = self._port(_dig(doc, "source.port"), "source.port")
-            dst_ip = self._text_field(_dig(doc, "destination.ip"), "destination.ip")
-            dst_port = self._port(_dig(doc, "destination.port"), "destination.port")
+            src_ip = self._text_field(dig(doc, "source.ip"), "source.ip")
+            src_port = self._port(dig(doc, "source.port"), "source.port")
+            dst_ip = self._text_field(dig(doc, "destination.ip"), "destination.ip")
+            dst_port = self._port(dig(doc, "destination.port"), "destination.port")
             if direction == "listen" and dst_ip is None:
                 # a bind names only the local address; listen rows keep it as dst (as auditd)
                 dst_ip, dst_port, src_ip, src_port = src_ip, src_port, None, None
-            proto = _str(_dig(doc, "network.transport"))
+            proto = _str(dig(doc, "network.transport"))
             row = (ts, rec, host, platform, source, code, direction,
                    proto.lower() if proto else None, src_ip, src_port, dst_ip, dst_port,
-                   self._text_field(_dig(doc, "destination.domain"), "destination.domain"),
+                   self._text_field(dig(doc, "destination.domain"), "destination.domain"),
                    image, pid, self._int(parent.get("pid"), "process.parent.pid"), user,
                    self._text_field(proc.get("entity_id"), "process.entity_id"))
         elif table == "config_change":
-            path = self._text_field(_dig(doc, "registry.path"), "registry.path")
+            path = self._text_field(dig(doc, "registry.path"), "registry.path")
             if path is None:
-                hive, key = _str(_dig(doc, "registry.hive")), _str(_dig(doc, "registry.key"))
-                value = _str(_dig(doc, "registry.value"))
+                hive, key = _str(dig(doc, "registry.hive")), _str(dig(doc, "registry.key"))
+                value = _str(dig(doc, "registry.value"))
                 path = "\\".join(p for p in (hive, key, value) if p) or None
-            strings = _dig(doc, "registry.data.strings")
+            strings = dig(doc, "registry.data.strings")
             if type(strings) is list:
                 detail = " ".join(s for s in (_str(x) for x in strings) if s) or None
             else:
@@ -675,15 +634,15 @@ class _Reader:
                    _hive(path) if path else None, detail, image, pid, user)
         else:  # dns
             answers = self._answers(doc)
-            rcode = _str(_dig(doc, "dns.response_code"))
-            proto = _str(_dig(doc, "network.transport"))
-            row = (ts, rec, host, platform, _str(_dig(doc, "dns.question.name")), answers,
+            rcode = _str(dig(doc, "dns.response_code"))
+            proto = _str(dig(doc, "network.transport"))
+            row = (ts, rec, host, platform, _str(dig(doc, "dns.question.name")), answers,
                    rcode.upper() if rcode else None, pid, image,
-                   self._text_field(_dig(doc, "source.ip"), "source.ip"),
-                   self._port(_dig(doc, "source.port"), "source.port"),
-                   self._text_field(_dig(doc, "destination.ip"), "destination.ip"),
-                   self._port(_dig(doc, "destination.port"), "destination.port"),
-                   proto.lower() if proto else None, self._dns_id(_dig(doc, "dns.id")))
+                   self._text_field(dig(doc, "source.ip"), "source.ip"),
+                   self._port(dig(doc, "source.port"), "source.port"),
+                   self._text_field(dig(doc, "destination.ip"), "destination.ip"),
+                   self._port(dig(doc, "destination.port"), "destination.port"),
+                   proto.lower() if proto else None, self._dns_id(dig(doc, "dns.id")))
         self.sink.emit(table, LAYOUT[table], row)
 
     # field readers
@@ -766,10 +725,10 @@ class _Reader:
         return n if n is None or 0 <= n <= 0xFFFF else None
 
     def _user(self, doc: dict[str, Any], platform: str | None) -> str | None:
-        name = _str(_dig(doc, "user.name"))
+        name = _str(dig(doc, "user.name"))
         if name is None:
             return None
-        domain = _str(_dig(doc, "user.domain"))
+        domain = _str(dig(doc, "user.domain"))
         if platform == "windows" and domain:
             return f"{domain}\\{name}"
         return name
@@ -792,9 +751,9 @@ class _Reader:
     def _registry_action(self, doc: dict[str, Any], action: str | None,
                          detail: str | None) -> str | None:
         """Endpoint / ECS registry actions in Sysmon's EventType vocabulary."""
-        types = _strs(_dig(doc, "event.type"))
+        types = _strs(dig(doc, "event.type"))
         act = action.lower() if action else ""
-        has_value = _dig(doc, "registry.value") is not None or detail is not None
+        has_value = dig(doc, "registry.value") is not None or detail is not None
         if "deletion" in types or act in ("deletion", "delete", "deleted"):
             return "DeleteValue" if has_value else "DeleteKey"
         if act in ("modification", "change", "changed", "set", "setvalue") or \
@@ -806,7 +765,7 @@ class _Reader:
 
     def _answers(self, doc: dict[str, Any]) -> list[str] | None:
         out: list[str] = []
-        answers = _dig(doc, "dns.answers")
+        answers = dig(doc, "dns.answers")
         if type(answers) is dict:
             answers = [answers]
         if type(answers) is list:
@@ -815,7 +774,7 @@ class _Reader:
                 if type(data) is str and data:
                     out.append(data)
         if not out:
-            resolved = _dig(doc, "dns.resolved_ip")
+            resolved = dig(doc, "dns.resolved_ip")
             if type(resolved) is str:
                 resolved = [resolved]
             if type(resolved) is list:

@@ -1,11 +1,13 @@
 """Small, strict converters shared by the readers. Each raises ValueError on bad input.
 
 Also the one definition of Zeek's TCP conn_state, which the EVE reader and the packet engine
-both derive from what each side was seen to send."""
+both derive from what each side was seen to send, and the JSON document helpers the Windows
+and ECS readers share (dotted keys, paths, telling a Windows event log document apart)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -109,3 +111,51 @@ def zeek_tcp_state(*, syn: bool, synack: bool, orig_fin: bool, orig_rst: bool, r
     if resp_fin:
         return "S3"
     return "S1"
+
+
+# -- JSON documents (Winlogbeat, Elastic Agent, ECS) -----------------------------------------
+
+def unflatten(doc: dict[str, Any]) -> dict[str, Any]:
+    """``{"winlog.event_id": 1}`` -> ``{"winlog": {"event_id": 1}}`` (Kibana and CSV-like
+    exports write dotted keys); a dotted key and a nested object of the same name merge."""
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if type(key) is not str or "." not in key or key.startswith("."):
+            if type(out.get(key)) is dict and type(value) is dict:
+                out[key].update(value)
+            else:
+                out[key] = value
+            continue
+        parts = key.split(".")
+        cur = out
+        for p in parts[:-1]:
+            nxt = cur.get(p)
+            if type(nxt) is not dict:
+                nxt = {}
+                cur[p] = nxt
+            cur = nxt
+        if type(cur.get(parts[-1])) is dict and type(value) is dict:
+            cur[parts[-1]].update(value)
+        else:
+            cur[parts[-1]] = value
+    return out
+
+
+def dig(obj: Any, path: str) -> Any:
+    """``obj["a"]["b"]`` for ``"a.b"``, or None where the path leaves the objects."""
+    for part in path.split("."):
+        if type(obj) is not dict:
+            return None
+        obj = obj.get(part)
+    return obj
+
+
+def is_windows_event(doc: dict[str, Any]) -> bool:
+    """A Windows event log record as Winlogbeat / Elastic Agent / NXLog write it (the Windows
+    reader's), as opposed to an Elastic Endpoint or other ECS document."""
+    wl = doc.get("winlog")
+    if type(wl) is dict:
+        return "event_id" in wl or "channel" in wl
+    if "winlog.event_id" in doc or "winlog.channel" in doc:
+        return True
+    return "EventID" in doc and ("Channel" in doc or "SourceName" in doc)

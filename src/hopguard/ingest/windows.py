@@ -76,7 +76,7 @@ from hopguard.ingest.base import (
     open_binary,
     register,
 )
-from hopguard.ingest.values import iso_to_us, to_int
+from hopguard.ingest.values import dig, is_windows_event, iso_to_us, to_int, unflatten
 
 logger = logging.getLogger(__name__)
 
@@ -502,15 +502,6 @@ _NXLOG_FIXES: dict[tuple[str, int], tuple[tuple[str, re.Pattern[str]], ...]] = {
 }
 
 
-def _dig(obj: Mapping[str, Any], path: str) -> Any:
-    cur: Any = obj
-    for part in path.split("."):
-        if type(cur) is not dict:
-            return None
-        cur = cur.get(part)
-    return cur
-
-
 def _ecs_fill(obj: Mapping[str, Any], ed: Mapping[str, Any], key: tuple[str, int]) -> \
         Mapping[str, Any]:
     spec = _ECS.get(key)
@@ -519,50 +510,28 @@ def _ecs_fill(obj: Mapping[str, Any], ed: Mapping[str, Any], key: tuple[str, int
     out = dict(ed)
     for name, path in spec[1]:
         if out.get(name) is None:
-            v = _dig(obj, path)
+            v = dig(obj, path)
             if v is not None:
                 out[name] = v
     if key[0] == SYSMON:
         if out.get("User") is None:
-            name, domain = _dig(obj, "user.name"), _dig(obj, "user.domain")
+            name, domain = dig(obj, "user.name"), dig(obj, "user.domain")
             if type(name) is str:
                 out["User"] = f"{domain}\\{name}" if type(domain) is str else name
         if key[1] == 3 and out.get("Initiated") is None:
-            direction = _dig(obj, "network.direction")
+            direction = dig(obj, "network.direction")
             if direction in ("egress", "outbound"):
                 out["Initiated"] = True
             elif direction in ("ingress", "inbound"):
                 out["Initiated"] = False
         elif key[1] == 22 and out.get("QueryResults") is None:
-            answers = _dig(obj, "dns.answers")
+            answers = dig(obj, "dns.answers")
             if type(answers) is list:
                 out["QueryResults"] = [a.get("data") for a in answers if type(a) is dict]
         elif key[1] in (12, 13, 14) and out.get("Details") is None:
-            strings = _dig(obj, "registry.data.strings")
+            strings = dig(obj, "registry.data.strings")
             if type(strings) is list and strings:
                 out["Details"] = strings[0]
-    return out
-
-
-def _unflatten(obj: dict[str, Any]) -> dict[str, Any]:
-    """``{"winlog.event_id": 1}`` -> ``{"winlog": {"event_id": 1}}`` (Kibana/CSV-like exports).
-
-    Only the winlog/process/user/... subtrees matter, and event_data keys never contain dots.
-    """
-    out: dict[str, Any] = {}
-    for k, v in obj.items():
-        cur = out
-        parts = k.split(".")
-        for p in parts[:-1]:
-            nxt = cur.get(p)
-            if type(nxt) is not dict:
-                nxt = {}
-                cur[p] = nxt
-            cur = nxt
-        if type(v) is dict and type(cur.get(parts[-1])) is dict:
-            cur[parts[-1]].update(v)
-        else:
-            cur[parts[-1]] = v
     return out
 
 
@@ -648,7 +617,7 @@ class WindowsFormat(Format):
             if "event_type" in obj or "eventMessage" in obj or "_path" in obj or \
                     ("ts" in obj and "uid" in obj):
                 return False  # Suricata EVE, macOS unified log, Zeek JSON
-            return _is_windows_event(obj)
+            return is_windows_event(obj)
         return False
 
     def read(self, ctx: IngestContext, sink: RowSink) -> None:
@@ -657,15 +626,6 @@ class WindowsFormat(Format):
             _JsonLinesReader(ctx, sink))
         reader.run()
         reader.out.flush_all()
-
-
-def _is_windows_event(obj: dict[str, Any]) -> bool:
-    wl = obj.get("winlog")
-    if type(wl) is dict:
-        return "event_id" in wl or "channel" in wl
-    if "winlog.event_id" in obj or "winlog.channel" in obj:
-        return True
-    return "EventID" in obj and ("Channel" in obj or "SourceName" in obj)
 
 
 class _Emitter:
@@ -747,7 +707,7 @@ class _JsonLinesReader(_Dispatcher):
                     continue
                 wl: Any = obj.get("winlog")
                 if wl is None and "winlog.event_id" in obj:
-                    obj = _unflatten(obj)
+                    obj = unflatten(obj)
                     wl = obj.get("winlog")
                 beat = type(wl) is dict
                 nxlog = False
@@ -759,7 +719,7 @@ class _JsonLinesReader(_Dispatcher):
                         ed = {}
                     host = wl.get("computer_name")
                     if host is None:
-                        host = _dig(obj, "host.name")
+                        host = dig(obj, "host.name")
                     raw_ts = obj.get("@timestamp")
                 elif "EventID" in obj:
                     raw_eid = obj["EventID"]
@@ -813,8 +773,8 @@ class _JsonLinesReader(_Dispatcher):
                     if spec is not None and ed.get(spec[0]) is None:
                         ed = _ecs_fill(obj, ed, key)
                     if channel == WININET:
-                        ed = {**ed, "_user": _dig(wl, "user.identifier"),
-                              "_pid": _dig(wl, "process.pid")}
+                        ed = {**ed, "_user": dig(wl, "user.identifier"),
+                              "_pid": dig(wl, "process.pid")}
                 else:
                     if nxlog:
                         ed = _nxlog_fix(obj, key)
@@ -990,7 +950,7 @@ class _EvtxReader(_Dispatcher):
         if target is None:
             self.skip(channel, raw_channel, eid)
             return m.record
-        raw_ts = _dig(system, "TimeCreated.#attributes.SystemTime")
+        raw_ts = dig(system, "TimeCreated.#attributes.SystemTime")
         if type(raw_ts) is not str:
             sink.error(m.where(), "no TimeCreated/@SystemTime")
             return m.record
@@ -1005,8 +965,8 @@ class _EvtxReader(_Dispatcher):
             ed = next((v for v in user_data.values() if type(v) is dict), {}) \
                 if type(user_data) is dict else {}
         if channel == WININET:
-            ed = {**ed, "_user": _dig(system, "Security.#attributes.UserID"),
-                  "_pid": _dig(system, "Execution.#attributes.ProcessID")}
+            ed = {**ed, "_user": dig(system, "Security.#attributes.UserID"),
+                  "_pid": dig(system, "Execution.#attributes.ProcessID")}
         table_name, handler = target
         row = handler(m, ed, ts, m.record, _text(system.get("Computer")))
         if row is not None:
