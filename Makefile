@@ -32,6 +32,11 @@ system-deps:
 demo: $(STAMP) system-deps
 	@mkdir -p $(dir $(DEMO_DB))
 	@rm -f $(DEMO_DB) $(DEMO_DB).wal
+	@echo "Endpoint logs that do not name their machine get its name (--host); hunt stores each file once"
+	$(BIN)/hopguard ingest --no-progress --db $(DEMO_DB) --host esx-02 examples/esx-02-shell.log >/dev/null
+	$(BIN)/hopguard ingest --no-progress --db $(DEMO_DB) --host mac-alice examples/mac-alice-unified.ndjson >/dev/null
+	$(BIN)/hopguard ingest --no-progress --db $(DEMO_DB) --host app-07 examples/app-07-iptables-save.txt \
+	  examples/app-07-nft-monitor.log >/dev/null
 	$(BIN)/hopguard hunt --no-progress --config examples/hopguard.toml --db $(DEMO_DB) \
 	  -o $(dir $(DEMO_DB))report.html examples/
 	@echo
