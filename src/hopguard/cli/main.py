@@ -94,6 +94,16 @@ def _ingest(inputs: list[Path], sensor: str | None, input_format: str | None, ho
     return env, report
 
 
+RulesOpt = Annotated[list[Path] | None, typer.Option(
+    "--rules", help="Also run the Sigma rules in this file or directory (repeatable; added to "
+    "sigma.paths).", show_default=False)]
+
+
+def _with_rules(env: Env, rules: list[Path] | None) -> None:
+    if rules:
+        env.settings.sigma.paths = [*env.settings.sigma.paths, *(str(p) for p in rules)]
+
+
 @app.command()
 def hunt(inputs: InputsArg = None, sensor: SensorOpt = None,
          input_format: FormatNameOpt = None, host: HostOpt = None, iface: IfaceOpt = None,
@@ -101,11 +111,12 @@ def hunt(inputs: InputsArg = None, sensor: SensorOpt = None,
          output: Annotated[Path | None, typer.Option(
              "-o", "--output", help="Also write the findings here: an HTML report for *.html, "
              "JSON lines (the findings contract) otherwise.", show_default=False)] = None,
-         config: ConfigOpt = None, set_: SetOpt = None,
+         rules: RulesOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
          db: DbOpt = None, debug: DebugOpt = False) -> None:
     """Ingest, analyze and report in one go (the main job)."""
     env, report = _ingest(inputs or [], sensor, input_format, host, progress, config, set_, db,
                           debug, iface=iface, duration=duration)
+    _with_rules(env, rules)
     analysis = run_analyze(env, show_progress=progress)
     print_analysis(analysis)
     _print_incidents(env)
@@ -148,10 +159,11 @@ DetectorsOpt = Annotated[list[str] | None, typer.Option(
 def analyze(detector: DetectorsOpt = None,
             verbose: Annotated[bool, typer.Option("--verbose", "-v", help=(
                 "Show each detector's findings count and time."))] = False,
-            progress: ProgressOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
-            db: DbOpt = None, debug: DebugOpt = False) -> None:
+            rules: RulesOpt = None, progress: ProgressOpt = None, config: ConfigOpt = None,
+            set_: SetOpt = None, db: DbOpt = None, debug: DebugOpt = False) -> None:
     """Run the detectors over the store; findings replace those of the same detectors."""
     env = make_env(config, set_, db, debug)
+    _with_rules(env, rules)
     analysis = run_analyze(env, detector, show_progress=progress)
     print_analysis(analysis, verbose=verbose)
     _print_incidents(env)

@@ -80,3 +80,34 @@ def test_list_shows_pack_and_user_rules(tmp_path: Path,
     code, stdout, _ = run(capsys, "rules", "list", "-f", "jsonl", "--set", "sigma.pack=false",
                           str(tmp_path))
     assert [json.loads(line)["title"] for line in stdout.splitlines()] == ["Test Relay Listener"]
+
+
+def test_analyze_runs_a_rules_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``analyze --rules DIR`` runs the user's rules beside the pack: a process row that only
+    the user's rule matches gives a finding carrying that rule."""
+    import pyarrow as pa
+
+    from hopguard.model import arrow_schema
+    from hopguard.store import Store
+    from tests.unit.analytics.util import at
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "mine.yml").write_text(GOOD.replace("/socat", "/relayd").replace(
+        "TCP-LISTEN", "--listen-relay"))
+    db = tmp_path / "s.duckdb"
+    with Store.open(db) as store:
+        row = {n: None for n in arrow_schema("process").names}
+        row.update(ts=at(0), sensor="t", host="app-07", platform="linux", pid=7,
+                   image="/opt/relayd", command_line="/opt/relayd --listen-relay 9000")
+        store.write("process", pa.Table.from_pylist([row], schema=arrow_schema("process")))
+    code, _, _ = run(capsys, "analyze", "--db", str(db), "-d", "endpoint.sigma")
+    assert code == 0
+    with Store.open(db) as store:
+        assert store.query("SELECT count(*) AS n FROM finding").to_pylist()[0]["n"] == 0
+    code, _, _ = run(capsys, "analyze", "--db", str(db), "-d", "endpoint.sigma",
+                     "--rules", str(rules))
+    assert code == 0
+    with Store.open(db) as store:
+        got = store.query("SELECT title, entities FROM finding").to_pylist()
+    assert len(got) == 1 and got[0]["title"].startswith("Test Relay Listener")
+    assert '"rule":"0b6f4c2e-1111-4d7a-9e0b-000000000001"' in got[0]["entities"]
