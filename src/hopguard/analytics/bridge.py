@@ -268,6 +268,11 @@ def _multiplexed(ctx: Context) -> None:
         return
     # The long leg L joins H either way round: inbound (peer -> H, the peer's resumes are its
     # src_bursts) or outbound (H -> peer, opened by H as with ssh -R: the dst_bursts).
+    # A host's connections to a declared proxy are its own web use: a workstation that browses
+    # right after its ssh session answers (a lab run did) is no reverse tunnel to the proxy.
+    own_web = " OR ".join(
+        f"(o.rh = '{e.host}'" + (f" AND o.rp = {int(e.port)})" if e.port else ")")
+        for e in ctx.inventory.proxies if "'" not in e.host) or "false"
     ctx.execute(f"""
         INSERT INTO {PAIRS} BY NAME
         WITH long AS (
@@ -292,6 +297,7 @@ def _multiplexed(ctx: Context) -> None:
                      AS coincident
             FROM long L JOIN {FLOWS} o ON o.oh = L.host
             WHERE o.uid <> L.uid AND o.rh <> L.peer AND o.t > L.t AND o.t <= L.t_end
+              AND NOT (L.dir = 'out' AND ({own_web}))
               AND o.t_end <= L.t_end + {w}
               AND o.ob <= L.carried_ob + {slack} AND o.rb <= L.carried_rb + {slack}),
         proven AS (

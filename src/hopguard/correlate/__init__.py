@@ -13,14 +13,15 @@ Endpoint findings (``endpoint.*`` from process, connection and registry events; 
 from configuration changes) name a machine and, where the telemetry ties the name to an
 address, that address (``entities["ip"]``; ``analytics/hosts.py``). They are placed after the
 network findings, so that the tool, the process, the user and the change that set a relay up
-join the incident of the relay they set up: a chain whose path (origin or relay) is that
-address, an incident keyed by that address, or one whose relay or proxy has that address as its
-client (``ssh -L`` runs on the client; its relay is the server), within
-``correlate.endpoint_window`` of the network findings; the one whose addresses the command line
-names wins, then the closest relation, an unsanctioned incident before a sanctioned one, the
-nearest in time. Otherwise they make an incident of their own. An incident where host and
-wire agree is worth more than either alone: risk gains a fixed bonus when both kinds are in
-it, and the incident names its tools, processes, users, changes and legs.
+join the incident of the relay they set up: the network relay with the same legs (a process
+relay), a chain that address relays for, the incident keyed by that address, a chain it starts,
+or one whose relay or proxy has that address as its client (``ssh -L`` runs on the client; its
+relay is the server), within ``correlate.endpoint_window`` of the network findings. The one
+whose addresses the command line names most wins, then the closest relation in that order, an
+unsanctioned incident before a sanctioned one, the nearest in time. Otherwise they make an
+incident of their own. An incident where host and wire agree is worth more than either alone:
+risk gains a fixed bonus when both kinds are in it, and the incident names its tools,
+processes, users, changes and legs.
 """
 
 from __future__ import annotations
@@ -122,42 +123,68 @@ def _clients_of(g: _Group) -> set[str]:
     return out
 
 
-def _mentions(f: Finding, g: _Group, host: str) -> bool:
-    """The endpoint finding's command line, change or object names another address of the
-    group (``ssh -L 8022:10.10.5.9:22 root@10.10.2.7`` names the relay and its upstream)."""
+def _mentions(f: Finding, g: _Group, host: str) -> int:
+    """How many other addresses of the group the endpoint finding's command line, change or
+    object names (``ssh -L 8022:10.10.5.9:22 root@10.10.2.7`` names the relay and its
+    upstream)."""
     text = " ".join(str(f.entities.get(k) or "") for k in ("command_line", "change", "detail",
                                                            "object"))
     if not text.strip():
-        return False
+        return 0
     others = {h for x in g.findings if not is_endpoint(x) for h in x.hosts} - {host}
     if g.kind == "chain":
         others |= set(g.key.split(" > ")) - {host}
-    return any(h and h in text for h in others)
+    return sum(1 for h in others if h and h in text)
+
+
+_RELAY_KEY = ("relay", "client", "in_port", "upstream", "up_port")
+
+
+def _same_relay(f: Finding, g: _Group) -> bool:
+    """A process relay (endpoint.relay) and a network relay pair with the same legs."""
+    if not all(f.entities.get(k) is not None for k in ("relay", "upstream")):
+        return False
+    key = tuple(f.entities.get(k) for k in _RELAY_KEY)
+    return any(not is_endpoint(x) and tuple(x.entities.get(k) for k in _RELAY_KEY) == key
+               for x in g.findings)
+
+
+def _relation(f: Finding, g: _Group, host: str, window: float, gap: float) -> int:
+    """How closely an endpoint finding on ``host`` relates to a network incident (0: not)."""
+    if _same_relay(f, g) and _near(f, g, max(window, gap)):
+        return 5
+    if g.kind == "chain" and _near(f, g, window):
+        path = g.key.split(" > ")
+        if host in path[1:-1]:
+            return 4  # a relay on the path
+        if host == path[0]:
+            return 2  # where the chain starts (proxychains, ssh -L on the client)
+    if g.kind == "host" and g.key == host and _near(f, g, max(window, gap)):
+        return 3
+    if g.kind == "host" and host in _clients_of(g) and _near(f, g, window):
+        return 1
+    return 0
 
 
 def _place_endpoint(f: Finding, host: str, groups: list[_Group],
                     by_host: dict[str, list[_Group]], window: float, gap: float) -> None:
     """Put an endpoint finding with the network activity it explains (see the module doc).
 
-    Candidates, near in time: a chain through or from this host, the host's own incident, an
-    incident whose relay or proxy this host is a client of. The finding goes to the one whose
-    addresses its command line names, else to the closest relation (chain, own, client), an
-    unsanctioned one before a sanctioned one, then the nearest in time."""
+    Candidates, near in time: the network relay with the same legs (a process relay), a chain
+    the host relays for, the host's own incident, a chain it starts, an incident whose relay or
+    proxy it is a client of. The finding goes to the one whose addresses its command line names
+    most, else the closest relation in that order, an unsanctioned one before a sanctioned one,
+    then the nearest in time."""
     best: tuple[tuple[int, int, int, float], _Group] | None = None
     for g in groups:
         if all(is_endpoint(x) for x in g.findings):
             continue
-        if g.kind == "chain" and host in g.key.split(" > ")[:-1] and _near(f, g, window):
-            relation = 3
-        elif g.kind == "host" and g.key == host and _near(f, g, max(window, gap)):
-            relation = 2
-        elif g.kind == "host" and host in _clients_of(g) and _near(f, g, window):
-            relation = 1
-        else:
+        relation = _relation(f, g, host, window, gap)
+        if not relation:
             continue
         distance = max(0.0, (g.first - f.last_seen).total_seconds(),
                        (f.first_seen - g.last).total_seconds())
-        rank = (int(_mentions(f, g, host)), relation,
+        rank = (_mentions(f, g, host), relation,
                 int(not all(x.sanctioned for x in g.findings)), -distance)
         if best is None or rank > best[0]:
             best = (rank, g)

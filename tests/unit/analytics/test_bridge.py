@@ -173,6 +173,26 @@ def test_multiplexed_leg_carries_shorter_legs(store: Store) -> None:
     assert got[key]["entities"]["kind"] == "multiplexed" and got[key]["entities"]["pairs"] == 4
 
 
+def test_reverse_leg_to_the_declared_proxy_is_own_web_use(store: Store) -> None:
+    """A workstation holds an ssh session it opened (as ssh -R would) and browses through a
+    proxy right after each answer of the session: the shape of a reverse tunnel to that
+    service, unless the service is the declared proxy (the workstation's own web use)."""
+    resumes = [0.0, 1.3, 2.5, 4.2, 5.9]
+    long = flow("10.0.1.42", 53536, "10.0.2.7", 22, 0.0, 8.0, 12000, 9000,
+                src_bursts=_sketch(0.001, resumes), dst_bursts=resumes)
+    legs = [flow("10.0.1.42", 40600 + k, "10.0.0.5", 3128, r + 0.0003, 0.05, 700, 1500,
+                 src_bursts=[r + 0.0003], dst_bursts=[r + 0.001])
+            for k, r in enumerate(resumes[1:])]
+    put(store, "flow", [long, *legs])
+    run(store, "bridge.relay")  # no inventory: the proxy is just another service
+    got = relays(store)
+    key = ("10.0.1.42", "10.0.2.7", 22, "10.0.0.5", 3128)
+    assert list(got) == [key] and got[key]["entities"]["kind"] == "reverse"
+    store.con.execute("DELETE FROM finding")
+    run(store, "bridge.relay", overrides=("inventory.proxies=['10.0.0.5:3128']",))
+    assert relays(store) == {}
+
+
 def test_bad_input_does_not_crash(store: Store) -> None:
     put(store, "flow", [flow("10.0.1.1", 1, "10.0.2.2", 2, 0.0, -1.0, 0, 5),
                         flow("10.0.1.1", 1, "10.0.2.2", 2, 0.0, 1.0, 5, 5, src_ip=None),

@@ -102,3 +102,23 @@ def test_client_tool_goes_to_the_relay_its_command_line_names() -> None:
                                   "pid": 8}, t=1)
     correlate([proxy, relay, plain], settings())
     assert plain.incident == relay.incident
+
+
+def test_a_chain_through_the_client_does_not_steal_the_relay_evidence() -> None:
+    """A lab run once paired ws-042's ssh session with its own proxied browsing, a chain
+    app-07 > ws-042 > proxy > web. The process relay on app-07 has the same legs as the real
+    relay pair and goes there; the ssh -L names the relay and its upstream and goes there too,
+    though ws-042 sits on the chain as a relay."""
+    chain = _f("chain.multihop", {"chain": ["10.10.2.7", "10.10.1.42", "10.10.0.5",
+                                            "203.0.113.10"]}, t=0)
+    relay = _f("bridge.relay", {"relay": "10.10.2.7", "client": "10.10.1.42", "in_port": 22,
+                                "upstream": "10.10.5.9", "up_port": 22}, t=2)
+    sshd = _f("endpoint.relay", {"host": "app-07", "ip": "10.10.2.7", "relay": "10.10.2.7",
+                                 "client": "10.10.1.42", "in_port": 22,
+                                 "upstream": "10.10.5.9", "up_port": 22, "process": "sshd",
+                                 "pid": 6358}, t=2)
+    ssh = _f("endpoint.sigma", {"host": "ws-042", "ip": "10.10.1.42", "tool": "ssh",
+                                "command_line": "ssh -N -L 8022:10.10.5.9:22 root@10.10.2.7"},
+             t=1)
+    correlate([chain, relay, sshd, ssh], settings())
+    assert sshd.incident == relay.incident == ssh.incident != chain.incident
