@@ -32,7 +32,6 @@ from hopguard.analytics.base import (
     Finding,
     Mitigation,
     detector,
-    is_v6,
     ts_of,
 )
 from hopguard.analytics.hosts import address_of
@@ -276,8 +275,8 @@ def mitigation_for(rule: Rule, table: str, row: dict[str, Any]) -> Mitigation:
             "ProxyEnable to 0) and pin the sanctioned proxy by group policy")
     port = listen_port(cmd)
     if port is not None:
-        fam = "ip6 " if is_v6(str(row.get("src_ip") or "")) else ""
-        add("M1037", "nft", f"on {host}: nft add rule inet filter input {fam}tcp dport {port} "
+        # the inet family covers IPv4 and IPv6 alike
+        add("M1037", "nft", f"on {host}: nft add rule inet filter input tcp dport {port} "
             "drop (closes the listener the command line opens)")
     if not actions or (image and not ids.count("M1038") and rule.level in ("high", "critical")):
         tool = rule.tool or Path(str(image).replace("\\", "/")).name or "the tool"
