@@ -72,6 +72,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/pcap.py
 	$(BIN)/python bench/hunt.py
+	$(BIN)/python bench/sigma.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
