@@ -288,6 +288,19 @@ class AttributionSettings:
 
 
 @dataclass(slots=True)
+class ChangesSettings:
+    merge_window: float = option(
+        60.0, "Seconds within which traces of one configuration change from different sources "
+        "(the nft command and its monitor line; netsh and the registry value it writes) are one "
+        "finding.", min=0, max=3600)
+    admin_images: list[str] = option(
+        ["dockerd", "containerd", "podman", "libvirtd", "firewalld", "netavark", "kube-proxy",
+         "lxd", "incusd"],
+        "Processes whose NAT rules are their own plumbing (container and VM networking, "
+        "firewall managers): reported at low.")
+
+
+@dataclass(slots=True)
 class LogSettings:
     level: str = option("warning", "Logging level of hopguard's own diagnostics.",
                         choices=("debug", "info", "warning", "error"))
@@ -308,6 +321,7 @@ class Settings:
     correlate: CorrelateSettings = field(default_factory=CorrelateSettings)
     sigma: SigmaSettings = field(default_factory=SigmaSettings)
     attribution: AttributionSettings = field(default_factory=AttributionSettings)
+    changes: ChangesSettings = field(default_factory=ChangesSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
 

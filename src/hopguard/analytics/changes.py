@@ -15,13 +15,13 @@ independently of the source):
   ``sshd -o`` and sed/tee/echo edits of ``sshd_config``, ``netsh winhttp set proxy``,
   ``reg add ... ProxyServer``, ``networksetup -set*proxy``.
 
-Changes with the same host, kind and target within ``MERGE_WINDOW`` seconds are one change seen
-by several sources (the nft command, its monitor line; netsh and the registry value it writes)
-and make one finding whose evidence lists them all. auditd NETFILTER_CFG rows carry no rule text;
-they only supply the user of an nft/iptables pid. Each finding says what the host had before
-(earlier adds and deletes of the same kind on that host in the monitored period, the previous
-snapshot, the earlier registry value) and, when a later delete removed it, when and after how
-long. Deletes and resets with no add before them are reported at info.
+Changes with the same host, kind and target within ``changes.merge_window`` seconds are one
+change seen by several sources (the nft command, its monitor line; netsh and the registry value
+it writes) and make one finding whose evidence lists them all. auditd NETFILTER_CFG rows carry
+no rule text; they only supply the user of an nft/iptables pid. Each finding says what the host
+had before (earlier adds and deletes of the same kind on that host in the monitored period,
+the previous snapshot, the earlier registry value) and, when a later delete removed it, when
+and after how long. Deletes and resets with no add before them are reported at info.
 
 Detectors (kinds): ``config.port_forward`` (DNAT, REDIRECT, portproxy), ``config.nat``
 (MASQUERADE/SNAT, accept rules in a forward chain), ``config.ip_forward``, ``config.sshd``
@@ -32,7 +32,8 @@ destination; ip_forward medium (a DNAT on the same host is left to incident corr
 sshd medium; a proxy pointing outside the inventory's proxies medium (a declared one low); a
 PAC URL medium; deletes/resets info. Hosts declared in ``[inventory] relays`` are sanctioned.
 
-Module constants (no settings section yet): ``MERGE_WINDOW`` (60 s), ``ADMIN_IMAGES``.
+Options: ``[changes] merge_window`` (60 s) and ``admin_images`` (container and VM networking,
+firewall managers: their NAT rules are their own plumbing).
 """
 
 from __future__ import annotations
@@ -57,12 +58,6 @@ from hopguard.analytics.base import (
 from hopguard.analytics.hosts import address_of
 
 logger = logging.getLogger(__name__)
-
-# Seconds within which rows about the same change from different sources are merged.
-MERGE_WINDOW = 60.0
-# Processes whose NAT rules are their own plumbing (container and VM networking, firewalls).
-ADMIN_IMAGES = ("dockerd", "containerd", "podman", "libvirtd", "firewalld", "netavark",
-                "kube-proxy", "lxd", "incusd")
 
 KINDS = ("port_forward", "nat", "ip_forward", "sshd", "proxy_setting")
 
@@ -190,8 +185,8 @@ def _severity(kind: str, extra: dict[str, Any], image: str | None, ctx: Context,
             or (host_ip is not None and fwd_ip == host_ip)
         return "medium" if local else "high"
     if kind == "nat":
-        if any(a in name for a in ADMIN_IMAGES) or str(extra.get("saddr") or "").startswith(
-                "172.17."):
+        if any(a in name for a in ctx.settings.changes.admin_images) or \
+                str(extra.get("saddr") or "").startswith("172.17."):
             return "low"
         if extra.get("permit"):
             return "medium" if extra.get("named") else "low"
@@ -523,15 +518,15 @@ def _collect(ctx: Context) -> list[Change]:
     return changes
 
 
-def _merge(changes: list[Change]) -> list[Change]:
-    """One change per (host, kind, op, target) within MERGE_WINDOW; its evidence from all."""
+def _merge(changes: list[Change], window: float) -> list[Change]:
+    """One change per (host, kind, op, target) within ``window`` s; its evidence from all."""
     out: list[Change] = []
     last: dict[tuple[str, str, str, str], Change] = {}
     for c in sorted(changes, key=lambda c: c.t):
         op = "add" if c.op in ("add",) else c.op
         key = (c.host, c.kind, op, c.target)
         have = last.get(key)
-        if have is not None and c.t - have.t <= MERGE_WINDOW and c.op != "snapshot":
+        if have is not None and c.t - have.t <= window and c.op != "snapshot":
             have.evidence.extend(c.evidence)
             have.merged.append(c)
             # the registry writer (netsh) is the actor, not the cmd /c that started it
@@ -646,7 +641,7 @@ def _all_findings(ctx: Context) -> dict[str, list[Finding]]:
             continue
         snaps.times[row["host"]].add(row["t"])
         snaps.rules[(row["host"], row["object"] or "", row["t"])].add(row["detail"] or "")
-    changes = _merge(snaps.diff(_collect(ctx)))
+    changes = _merge(snaps.diff(_collect(ctx)), ctx.settings.changes.merge_window)
     out: dict[str, list[Finding]] = {k: [] for k in KINDS}
     if not changes:
         ctx.cache[_CACHE] = out

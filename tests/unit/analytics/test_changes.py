@@ -138,3 +138,27 @@ def test_ordinary_admin_stays_low(store: Store) -> None:
     assert sorted((f["detector"], f["severity"]) for f in got) == [
         ("config.nat", "low"), ("config.proxy_setting", "info")]
     assert all(SEVERITY_RANK[f["severity"]] <= SEVERITY_RANK["low"] for f in got)
+
+
+def test_options_change_the_outcome(store: Store) -> None:
+    """[changes] admin_images and merge_window: a NAT rule from an image that is no longer
+    plumbing is medium; traces of one change further apart than the window are two."""
+    put(store, "config_change", [
+        cc(5, "nft", "add", "ip nat POSTROUTING", "ip saddr 10.9.0.0/16 masquerade",
+           code="rule", pid=900, image="dockerd", record=7)])
+    put(store, "process", [
+        cmd(1, "sysctl -w net.ipv4.ip_forward=1", record=1),
+        cmd(31, "sysctl -w net.ipv4.ip_forward=1", record=2)])
+    run(store, "config")
+    got = {f["detector"]: f for f in findings(store, "config")}
+    assert got["config.nat"]["severity"] == "low"
+    # both sysctl runs are one change: one finding citing both records
+    assert [len(f["evidence"]) for f in findings(store, "config.ip_forward")] == [2]
+    store.con.execute("DELETE FROM finding")
+    run(store, "config", overrides=("changes.admin_images=['podman']",
+                                    "changes.merge_window=10"))
+    got = {f["detector"]: f for f in findings(store, "config")}
+    assert got["config.nat"]["severity"] == "medium"
+    # 30 s apart with a 10 s window: two changes (same entities, so the stored finding is one
+    # of them, citing its own record only)
+    assert [len(f["evidence"]) for f in findings(store, "config.ip_forward")] == [1]
