@@ -285,6 +285,11 @@ class AttributionSettings:
     depth: int = option(
         3, "Process generations searched between the accepting and the connecting process "
         "(socat fork, ncat --sh-exec's shell, sshd's session child).", min=0, max=10)
+    backend_ports: list[int] = option(
+        [3306, 5432, 1433, 1521, 6379, 11211, 27017, 9200, 9042, 5672, 389, 636, 88, 2181, 9092],
+        "Upstream ports of application backends (databases, caches, directories, queues): a "
+        "process that accepts a request and then connects to one is an application, not a "
+        "relay, unless it is a known relay tool; reported at low.")
 
 
 @dataclass(slots=True)

@@ -45,7 +45,7 @@ What is left out, and why (from the lab's audit logs):
 ``in_port`` comes from the accepting process's own bind (``listen`` row) or the local port of
 the inbound row where the source logs it (Sysmon), else from the client's outbound netconn row
 to the relay's address within one second of the accept. Upstreams on application-backend ports
-(databases, caches, directory services: ``BACKEND_PORTS``) are reported at low: a web
+(databases, caches, directory services: ``attribution.backend_ports``) are reported at low: a web
 application that accepts a request and queries its database has the same shape.
 
 Severity: high when the upstream is external, the user is a service account or the binary is a
@@ -99,9 +99,6 @@ TUNNEL_CLIENTS = frozenset({
 })
 # Login services: their session children are the relays, their own descendants are users.
 LOGIN_SERVICES = frozenset({"sshd", "sshd.exe", "dropbear", "sshd-session"})
-# Upstream ports of application backends (a web app querying its database is not a relay).
-BACKEND_PORTS = frozenset({3306, 5432, 1433, 1521, 6379, 11211, 27017, 9200, 9042, 5672,
-                           389, 636, 88, 2181, 9092})
 # Account names that run services rather than people (plus numeric uids 1..999).
 SERVICE_USERS = frozenset({
     "www-data", "nobody", "apache", "nginx", "httpd", "daemon", "backup", "www", "_www",
@@ -577,7 +574,7 @@ def _finding(ctx: Context, host: str, ip: str | None, pid: int, client: str, ups
     external = not ctx.inventory.is_internal(upstream)
     service = is_service_account(user)
     tool = name in RELAY_TOOLS or any(sig in (cmd or "") for sig in TOOL_SIGNATURES)
-    backend = up_port in BACKEND_PORTS and not tool
+    backend = up_port in ctx.settings.attribution.backend_ports and not tool
     reasons = [w for w, on in (("the upstream is external", external),
                                (f"{user} is a service account", service),
                                (f"{name} is a known relay tool", tool)) if on]

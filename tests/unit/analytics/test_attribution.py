@@ -160,3 +160,22 @@ def test_sanctioned_proxy_keeps_relay_and_port(store: Store) -> None:
     [f] = findings(store, "endpoint.relay")
     assert (f["entities"]["relay"], f["entities"]["in_port"]) == ("10.10.0.5", 3128)
     assert f["sanctioned"] is True and f["severity"] == "low"
+
+
+def test_application_backend_ports_are_an_option(store: Store) -> None:
+    """A web application that accepts a request and queries its database has a relay's shape:
+    low while the port is in attribution.backend_ports, a relay when it is not."""
+    put(store, "process", [proc(0.5, 300, 1, "gunicorn app:wsgi -b 0.0.0.0:8000",
+                                image="/usr/bin/gunicorn")])
+    put(store, "netconn", [
+        nc(1.0, 300, "listen", image="/usr/bin/gunicorn", dst="0.0.0.0", dport=8000),
+        nc(2.0, 300, "inbound", image="/usr/bin/gunicorn", src="10.10.1.42"),
+        nc(2.01, 300, "outbound", image="/usr/bin/gunicorn", dst="10.10.5.9", dport=5432),
+    ])
+    run(store, "endpoint.relay")
+    [f] = findings(store, "endpoint.relay")
+    assert f["severity"] == "low" and f["entities"]["up_port"] == 5432
+    store.con.execute("DELETE FROM finding")
+    run(store, "endpoint.relay", overrides=("attribution.backend_ports=[3306]",))
+    [f] = findings(store, "endpoint.relay")
+    assert f["severity"] == "high"  # www-data (uid 33) is a service account
