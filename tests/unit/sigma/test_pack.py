@@ -1,8 +1,10 @@
 """The shipped Sigma pack against its cases (tests/data/sigma/cases_*.yml), in DuckDB and Python.
 
 Each case names a rule, a table and one event. The event is written as a row into a real
-in-memory store, the rule's compiled SQL condition runs over that table, and the Python
-reference matcher runs over the same event; both must agree with the case's ``match``. Every
+in-memory store, the rule's compiled SQL condition runs over that table, so does the scan
+endpoint.sigma runs (literal prefilter, per-rule gate, once per distinct event, joined back),
+and the Python reference matcher runs over the same event; all must agree with the case's
+``match``. Every
 rule of the pack must have at least one positive case and carry attack.t* tags, analytics and a
 tool.
 """
@@ -17,6 +19,7 @@ import yaml
 
 from hopguard.sigma.loader import Rule, load_rules, pack_dir
 from hopguard.sigma.matcher import PyMatcher
+from hopguard.sigma.scan import compile_distinct_scan, rows_of
 from hopguard.store import Store
 from tests.unit.analytics.util import at, put
 
@@ -62,8 +65,13 @@ def test_case(where: str, case: dict[str, Any]) -> None:
         put(store, rule.table, [{"ts": at(0), **case["event"]}])
         n = store.query(f'SELECT count(*) AS n FROM "{rule.table}" WHERE {rule.condition}'
                         ).to_pylist()[0]["n"]
+        # what endpoint.sigma runs: the prefiltered, gated scan once per distinct event, joined
+        # back to the rows (a literal prefilter that dropped a positive would show here)
+        scan = compile_distinct_scan(rule.table, [rule])
+        scanned = store.con.execute(rows_of(scan, ["ts"])).fetchall()
     finally:
         store.close()
     assert bool(n) is case["match"], f"{where}: SQL of {rule.title} gave {bool(n)}"
+    assert bool(scanned) is case["match"], f"{where}: the scan of {rule.title} disagrees"
     got_py = rule.id in MATCHER.match(rule.table, case["event"])
     assert got_py is case["match"], f"{where}: Python matcher of {rule.title} gave {got_py}"
