@@ -51,27 +51,13 @@ from hopguard.sigma.semantics import (
     default_lowered,
     field_leaf,
     keyword_leaf,
+    re2_literal,
     sql_str,
 )
 
 # an OR of at least this many plain string leaves over one column becomes one RE2 alternation
 MERGE_MIN = 3
 _MERGEABLE = ("eq", "prefix", "suffix", "contains", "like")
-
-
-def _re2_escape(text: str) -> str:
-    """A literal for RE2: letters, digits, spaces and non-ASCII as they are, other printable
-    characters backslashed (RE2 accepts a backslash before any ASCII punctuation), control
-    characters as ``\\xNN``."""
-    out = []
-    for ch in text:
-        if ch.isalnum() or ord(ch) > 127 or ch == " ":
-            out.append(ch)
-        elif ch.isprintable():
-            out.append("\\" + ch)
-        else:
-            out.append(f"\\x{ord(ch):02x}")
-    return "".join(out)
 
 
 def _flat_or(cond: ConditionOR) -> list[Any]:
@@ -91,13 +77,13 @@ def _alternative(leaf: StrLeaf) -> str:
         while i < len(t):
             c = t[i]
             if c == "\\" and i + 1 < len(t):
-                out.append(_re2_escape(t[i + 1]))
+                out.append(re2_literal(t[i + 1]))
                 i += 2
                 continue
-            out.append(".*" if c == "%" else "." if c == "_" else _re2_escape(c))
+            out.append(".*" if c == "%" else "." if c == "_" else re2_literal(c))
             i += 1
         return "".join(out)
-    lit = _re2_escape(p.text)
+    lit = re2_literal(p.text)
     return {"eq": lit, "prefix": lit + ".*", "suffix": ".*" + lit,
             "contains": ".*" + lit + ".*"}[p.op]
 

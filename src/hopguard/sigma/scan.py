@@ -29,6 +29,7 @@ instead of failing the whole scan.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -38,11 +39,13 @@ from hopguard.model import TABLES
 from hopguard.sigma.fields import KEY_COLUMNS, quote_ident
 from hopguard.sigma.loader import Rule, scan_column
 from hopguard.sigma.prefilter import BASENAME, Req, requirement
-from hopguard.sigma.semantics import sql_str
+from hopguard.sigma.semantics import re2_literal, sql_str
 
 
+@functools.lru_cache(maxsize=4096)
 def rule_requirement(rule: Rule) -> Req:
-    """The literal prefilter of a rule (None: it must see every row)."""
+    """The literal prefilter of a rule (None: it must see every row). Cached: the compiler asks
+    for it per rule in the WHERE, the gates and the columns to compute."""
     out: set[tuple[str, str]] = set()
     for tree in rule.trees:
         req = requirement(tree, rule.table)
@@ -50,12 +53,6 @@ def rule_requirement(rule: Rule) -> Req:
             return None
         out |= req
     return frozenset(out)
-
-
-def _re2_literal(text: str) -> str:
-    # RE2 accepts a backslash before any punctuation; letters and digits stay as they are
-    return "".join(ch if ch.isalnum() or ch == " " or ord(ch) > 127 else "\\" + ch
-                   for ch in text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +91,7 @@ def _literal_test(col: str, lits: Iterable[str]) -> str:
         return f"{_col(col)} IN ({', '.join(sql_str(x) for x in lits)})"
     if len(lits) == 1:
         return f"contains({_col(col)}, {sql_str(lits[0])})"
-    return f"regexp_matches({_col(col)}, {sql_str('|'.join(_re2_literal(x) for x in lits))})"
+    return f"regexp_matches({_col(col)}, {sql_str('|'.join(re2_literal(x) for x in lits))})"
 
 
 def _where(rules: Sequence[Rule]) -> str:

@@ -94,6 +94,21 @@ def sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def re2_literal(text: str) -> str:
+    """``text`` as a literal inside an RE2 pattern: letters, digits, spaces and non-ASCII as
+    they are, other printable characters backslashed (RE2 accepts a backslash before any ASCII
+    punctuation), control characters as ``\\xNN``."""
+    out = []
+    for ch in text:
+        if ch.isalnum() or ord(ch) > 127 or ch == " ":
+            out.append(ch)
+        elif ch.isprintable():
+            out.append("\\" + ch)
+        else:
+            out.append(f"\\x{ord(ch):02x}")
+    return "".join(out)
+
+
 # -- string patterns ------------------------------------------------------------------------
 
 
