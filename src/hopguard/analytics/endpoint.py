@@ -35,7 +35,7 @@ from hopguard.analytics.base import (
     ts_of,
 )
 from hopguard.analytics.hosts import address_of
-from hopguard.sigma import Rule, check_rules, load_rules, pack_dir
+from hopguard.sigma import Rule, check_rules, load_rules, rule_paths
 from hopguard.sigma.fields import KEY_COLUMNS, quote_ident
 from hopguard.sigma.scan import ScanQuery, compile_distinct_scan, rows_of
 
@@ -61,8 +61,7 @@ def rules(ctx: Context) -> list[Rule]:
     if cached is not None:
         return list(cached)
     s = ctx.settings.sigma
-    paths = ([pack_dir()] if s.pack else []) + [Path(p).expanduser() for p in s.paths]
-    loaded = load_rules(paths, disabled=s.disabled, min_level=s.min_level)
+    loaded = load_rules(rule_paths(s.pack, s.paths), disabled=s.disabled, min_level=s.min_level)
     for err in loaded.errors:
         ctx.note(f"sigma: rule not loaded: {err}")
     for note in loaded.notes:

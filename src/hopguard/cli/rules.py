@@ -19,19 +19,13 @@ from rich.table import Table
 
 from hopguard.cli.common import ConfigOpt, DebugOpt, OutputFormat, SetOpt, err, make_env, out
 from hopguard.errors import EXIT_BAD_INPUT
-from hopguard.sigma import RuleSet, check_rules, load_rules, pack_dir
+from hopguard.sigma import RuleSet, check_rules, load_rules, pack_dir, rule_paths
 from hopguard.store import Store
 
 rules_app = typer.Typer(no_args_is_help=True, help="The Sigma rules over endpoint telemetry.")
 
 PathsArg = Annotated[list[Path] | None, typer.Argument(
     help="Sigma rule files or directories (*.yml, *.yaml).", show_default=False)]
-
-
-def _load(paths: list[Path], *, pack: bool, settings_paths: list[str], disabled: list[str],
-          min_level: str) -> RuleSet:
-    search = ([pack_dir()] if pack else []) + [Path(p) for p in settings_paths] + paths
-    return load_rules(search, disabled=disabled, min_level=min_level)
 
 
 @rules_app.command("list")
@@ -41,8 +35,8 @@ def list_cmd(paths: PathsArg = None, config: ConfigOpt = None, set_: SetOpt = No
     """List the rules analyze runs: id, level, tool, ATT&CK, analytic, table and file."""
     env = make_env(config, set_, None, debug)
     s = env.settings.sigma
-    rs = _load(list(paths or []), pack=s.pack, settings_paths=list(s.paths),
-               disabled=list(s.disabled), min_level=s.min_level)
+    rs = load_rules(rule_paths(s.pack, [*s.paths, *(paths or [])]),
+                    disabled=list(s.disabled), min_level=s.min_level)
     if fmt is OutputFormat.jsonl:
         for r in rs.rules:
             out.print(orjson.dumps({

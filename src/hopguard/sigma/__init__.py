@@ -13,9 +13,9 @@ The shipped pack is data: ``src/hopguard/rules/sigma/<platform>/*.yml`` (:func:`
 
 from __future__ import annotations
 
-from hopguard.sigma.loader import LEVELS, Rule, RuleSet, load_rules, pack_dir
+from hopguard.sigma.loader import LEVELS, Rule, RuleSet, load_rules, pack_dir, rule_paths
 from hopguard.sigma.matcher import PyMatcher
 from hopguard.sigma.scan import ScanQuery, check_rules, compile_scan
 
 __all__ = ["LEVELS", "PyMatcher", "Rule", "RuleSet", "ScanQuery", "check_rules", "compile_scan",
-           "load_rules", "pack_dir"]
+           "load_rules", "pack_dir", "rule_paths"]

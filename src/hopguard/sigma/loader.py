@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,6 +184,12 @@ def _rule_files(paths: Sequence[Path], errors: list[RuleError]) -> list[Path]:
             errors.append(RuleError("no such Sigma rule file or directory",
                                     SourceLocation(path=str(p))))
     return files
+
+
+def rule_paths(pack: bool, paths: Iterable[str | Path]) -> list[Path]:
+    """Where rules are read from: the shipped pack (when on), then the given files and
+    directories (``~`` expanded), in that order."""
+    return ([pack_dir()] if pack else []) + [Path(p).expanduser() for p in paths]
 
 
 def load_rules(paths: Sequence[Path], *, disabled: Collection[str] = (),
