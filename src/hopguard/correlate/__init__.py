@@ -66,6 +66,9 @@ class _Group:
     kind: str
     key: str
     findings: list[Finding] = field(default_factory=list)
+    # the group's relay/proxy clients, computed once endpoint findings are being placed (only
+    # network findings count, and those are all in place by then)
+    clients: set[str] | None = None
 
     @property
     def first(self) -> datetime:
@@ -110,6 +113,8 @@ def _near(f: Finding, g: _Group, window: float) -> bool:
 
 def _clients_of(g: _Group) -> set[str]:
     """Addresses that use the relays and proxies of a group (where a client-side tool runs)."""
+    if g.clients is not None:
+        return g.clients
     out: set[str] = set()
     for f in g.findings:
         if is_endpoint(f):
@@ -120,6 +125,7 @@ def _clients_of(g: _Group) -> set[str]:
                 out.add(v)
             elif isinstance(v, list):
                 out.update(x for x in v if isinstance(x, str))
+    g.clients = out
     return out
 
 
