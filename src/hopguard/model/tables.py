@@ -280,6 +280,29 @@ _table(
     _c("event_code", STR, "event.code"),
 )
 _table(
+    "indicator", "one threat-intel indicator per (feed, kind, value, match) (intel/; re-importing "
+    "a feed updates its rows); ts is when the row was last imported, record the feed line",
+    _c("id", STR, "threat.indicator.id", "stable hash of feed, kind, value and match"),
+    _c("feed", STR, "threat.feed.name", "the feed it came from (hopguard intel import --name)"),
+    _c("kind", STR, "threat.indicator.type", "ip, domain, url, ja3, ja3s or ja4"),
+    _c("value", STR, "", "canonical value: an address or network (a.b.c.d/n), a lower-case "
+       "domain, a URL, or a lower-case fingerprint"),
+    _c("prefix", I32, "", "network prefix length of an ip indicator (32 or 128: one address)"),
+    _c("match", STR, "", "domains: exact, suffix (the name and below) or subdomains (*.name, "
+       "below only); everything else exact"),
+    _c("category", STR, "threat.indicator.description", "tor_relay, tor_exit, vpn, proxy, "
+       "tunnel, cdn, c2 or ioc"),
+    _c("label", STR, "threat.indicator.name", "what the feed calls it (relay nickname, service, "
+       "malware family, tool)"),
+    _c("confidence", F64, "threat.indicator.confidence", "0.0-1.0, from the feed or the import"),
+    _c("source", STR, "threat.indicator.provider", "who published it: a URL, a publisher or a "
+       "file"),
+    _c("first_seen", TS, "threat.indicator.first_seen"),
+    _c("last_seen", TS, "threat.indicator.last_seen"),
+    _c("expires", TS, "", "after this the indicator no longer matches newer events (NULL: never)"),
+    _c("detail", STR, "", "feed-specific facts (Tor flags and ports, STIX id, MISP event)"),
+)
+_table(
     "finding", "detector output (the findings contract in ARCHITECTURE.md)",
     _c("id", STR, "event.id"),
     _c("detector", STR, "rule.ruleset"),
