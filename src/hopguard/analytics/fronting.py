@@ -10,8 +10,8 @@ an edge that terminates TLS. Those land in the tls and http tables with the same
     port, no trailing dot) and pairs within the same registered domain are ignored (a wildcard
     certificate serving sibling names). CONNECT requests are skipped: their Host is the proxy
     target, not a request inside the TLS session. Confidence rises when either name is a CDN
-    (data/cdn_domains.txt + ``fronting.cdn_domains``) and when the same edge serves the SNI
-    name honestly to others (a multi-tenant front).
+    (rules/intel/cdn_domains.tsv via ``intel.seeds``, + ``fronting.cdn_domains``) and when the
+    same edge serves the SNI name honestly to others (a multi-tenant front).
 ``fronting.empty_sni``  TLS without SNI towards a CDN address ("domainless" fronting). An
     address is a CDN's when an SNI towards it, or a DNS answer for a CDN name (query or CNAME
     in the answer), says so. With an HTTP Host on the same connection it is near certain.
@@ -45,7 +45,7 @@ from hopguard.analytics.tunnels import (
     name_sql,
     nft_drop,
     norm_name,
-    shipped,
+    shipped_cdns,
     sid_for,
     suffix_match_sql,
     suffix_table,
@@ -67,7 +67,7 @@ def registered_domain(name: str) -> str:
 def cdn_table(ctx: Context) -> str:
     extra = [Suffix(suffix=norm_name(d), label=norm_name(d))
              for d in ctx.settings.fronting.cdn_domains if d and d.strip()]
-    return suffix_table(ctx, "hg_cdn_sfx", [*shipped("cdn_domains.txt"), *extra])
+    return suffix_table(ctx, "hg_cdn_sfx", [*shipped_cdns(), *extra])
 
 
 def cdn_addresses(ctx: Context, sfx: str) -> str:

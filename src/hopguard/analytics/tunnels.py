@@ -11,22 +11,24 @@ in SQL down to one row per finding, then shaped into findings in Python.
     (the site uses it). Known tool defaults (ligolo-ng 11601 and its ``ligolo`` certificate,
     chisel's ``SSH-chisel-*`` banners, cloudflared 7844, frp 7000) raise the confidence.
 ``tunnel.service``  TLS SNI, DNS questions and HTTP Host names matched against the shipped list
-    of tunnel-service suffixes (data/tunnel_services.txt) plus ``tunnel.service_domains``. Each
-    suffix says whether it names the tunnel *agent's* control endpoint (connect.ngrok-agent.com,
-    *.cftunnel.com, argotunnel.com: a tunnel client runs on the host, medium) or a tunnel's
-    public *edge* (*.ngrok-free.app, *.trycloudflare.com, loca.lt: the host reaches somebody's
-    tunnel, low). One finding per (client, service).
+    of tunnel-service suffixes (rules/intel/tunnel_services.tsv, read by ``intel.seeds``) plus
+    ``tunnel.service_domains``. Each suffix says whether it names the tunnel *agent's* control
+    endpoint (connect.ngrok-agent.com, *.cftunnel.com, argotunnel.com: a tunnel client runs on
+    the host, medium) or a tunnel's public *edge* (*.ngrok-free.app, *.trycloudflare.com,
+    loca.lt: the host reaches somebody's tunnel, low). One finding per (client, service).
 ``tunnel.tor``  Tor links by their signals, combined into one confidence per (client, relay,
     port): the relay certificate pattern (issuer ``CN=www.<8-20 base32>.com``, subject
     ``CN=www.<8-20 base32>.net``; ET 2018789, Tor's ``crypto_random_hostname``), the SNI pattern
-    ``www.<4-25 base32>.com`` that nobody resolved in DNS, several such SNIs towards the same
-    relay (Tor draws a new name per connection), a Tor port (``tunnel.tor_ports``) and ``.onion``
-    lookups by the same client. A (client, relay, port) whose confidence reaches
-    ``tunnel.tor_min_confidence`` is reported. ``.onion`` DNS lookups are also reported on their
-    own (a Tor client or a tor2web user leaking the name).
-``tunnel.fingerprint``  client fingerprints that are priors only (Go crypto/tls defaults used by
-    chisel, frp, ligolo-ng, gost, cloudflared and Sliver; ngrok's agent; the old Tor client JA3):
-    info, or low when the same client already has a tunnel.* finding. Never medium or above.
+    ``www.<4-25 base32>.com`` that nobody resolved in DNS (the patterns are rows of
+    rules/intel/tor.tsv), several such SNIs towards the same relay (Tor draws a new name per
+    connection), a Tor port (``tunnel.tor_ports``) and ``.onion`` lookups by the same client. A
+    (client, relay, port) whose confidence reaches ``tunnel.tor_min_confidence`` is reported.
+    ``.onion`` DNS lookups are also reported on their own (a Tor client or a tor2web user
+    leaking the name).
+``tunnel.fingerprint``  client fingerprints that are priors only (rules/intel/fingerprints.tsv:
+    Go crypto/tls defaults used by chisel, frp, ligolo-ng, gost, cloudflared and Sliver; ngrok's
+    agent; the old Tor client JA3; a few C2 and VPN clients): info, or low when the same client
+    already has a tunnel.* finding. Never medium or above.
 """
 
 from __future__ import annotations
@@ -35,8 +37,6 @@ import hashlib
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 from hopguard.analytics.base import (
@@ -51,6 +51,7 @@ from hopguard.analytics.base import (
     severity_for,
     ts_of,
 )
+from hopguard.intel import seeds
 
 logger = logging.getLogger(__name__)
 
@@ -73,22 +74,10 @@ SSH_DISGUISE_PORTS = (53, 80, 443, 8080, 8443)
 TOOL_PORTS = {11601: "ligolo-ng agent port", 7844: "cloudflared edge port",
               7000: "frp control port"}
 
-# Fingerprint priors (detection-notes §6, FoxIO mapping CSV, salesforce/ja3). Library
-# fingerprints, not tool fingerprints: a hint, never a verdict.
-FINGERPRINT_PRIORS = {
-    "t13d190900_9dc949149365_97f8aa674fd9":
-        "Go crypto/tls default client (chisel, frp, ligolo-ng, gost, cloudflared, Sliver ...)",
-    "t13i190900_9dc949149365_e7c285222651": "ngrok agent 3.8 / Go TLS library (also Evilginx)",
-    "t13d191000_9dc949149365_e7c285222651": "ngrok agent 3.8 / Go TLS library (also Evilginx)",
-    "e7d705a3286e19ea42f587b344ee6865": "old Tor client JA3 (outdated)",
-    "eb88d0b3e1961a0562f006e5ce2a0b87": "Cobalt Strike 'Malleable C2 M1' JA3",
-}
-
-# Tor's random names: "www." + base32 (a-z, 2-7) + ".com"/".net". Certificates use 8-20
-# characters (ET 2018789); the SNI 4-25 (tortls.c crypto_random_hostname).
-TOR_ISSUER_RE = r"^/?CN=www\.[a-z2-7]{8,20}\.com$"
-TOR_SUBJECT_RE = r"^/?CN=www\.[a-z2-7]{8,20}\.net$"
-TOR_SNI_RE = r"^www\.[a-z2-7]{4,25}\.com$"
+# Fingerprint priors (library fingerprints, not tool fingerprints: a hint, never a verdict) and
+# Tor's random-name patterns ("www." + base32 + ".com"/".net"; certificates 8-20 characters,
+# ET 2018789; the SNI 4-25, tortls.c crypto_random_hostname) are rows of the shipped seed lists
+# (rules/intel/fingerprints.tsv, tor.tsv), read through intel.seeds.
 
 # Signal weights of tunnel.tor (added, capped at TOR_CAP).
 W_CERT = 0.6  # issuer and subject both match
@@ -103,7 +92,7 @@ W_FANOUT = 0.1  # the client used pattern SNIs towards three relays or more
 TOR_CAP = 0.97
 
 
-# -- shipped lists -------------------------------------------------------------------------
+# -- shipped lists (intel.seeds) -----------------------------------------------------------
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Suffix:
@@ -112,17 +101,16 @@ class Suffix:
     kind: str = ""  # tunnel services: agent or edge
 
 
-@lru_cache(maxsize=4)
-def shipped(name: str) -> tuple[Suffix, ...]:
-    """A list from data/: ``suffix label [kind]`` per line, '#' comments."""
-    text = resources.files("hopguard.analytics").joinpath("data", name).read_text("utf-8")
-    out = []
-    for line in text.splitlines():
-        parts = line.split("#", 1)[0].split()
-        if len(parts) >= 2:
-            out.append(Suffix(suffix=norm_name(parts[0]), label=parts[1],
-                              kind=parts[2] if len(parts) > 2 else ""))
-    return tuple(out)
+def shipped_services() -> list[Suffix]:
+    """The shipped tunnel-service suffixes. Rows the list marks ``exact`` are left out: the
+    suffix join would widen them to every name below."""
+    return [Suffix(suffix=t.suffix, label=t.service, kind=t.kind)
+            for t in seeds.tunnel_services() if t.match == "suffix"]
+
+
+def shipped_cdns() -> list[Suffix]:
+    """The shipped CDN front-end suffixes."""
+    return [Suffix(suffix=c.suffix, label=c.provider) for c in seeds.cdn_domains()]
 
 
 def norm_name(name: str) -> str:
@@ -147,6 +135,12 @@ def suffix_table(ctx: Context, table: str, entries: Iterable[Suffix]) -> str:
 # SQL: a host name as compared (lower case, no trailing dot, no :port; bracketed IPv6 kept).
 def name_sql(col: str) -> str:
     return (f"nullif(rtrim(lower(regexp_replace(trim({col}), ':[0-9]+$', '')), '.'), '')")
+
+
+def full_match_sql(pattern: str) -> str:
+    """An anchored seed pattern as DuckDB's regexp_full_match wants it: without the anchors
+    (the match is whole anyway) and with quotes doubled for the SQL literal."""
+    return pattern.removeprefix("^").removesuffix("$").replace("'", "''")
 
 
 def suffix_match_sql(name: str, table: str) -> str:
@@ -326,7 +320,7 @@ def unusual_port(ctx: Context) -> Iterator[Finding]:
 def service_suffixes(ctx: Context) -> list[Suffix]:
     extra = [Suffix(suffix=norm_name(d), label=norm_name(d), kind="agent")
              for d in ctx.settings.tunnel.service_domains if d and d.strip()]
-    return [*shipped("tunnel_services.txt"), *extra]
+    return [*shipped_services(), *extra]
 
 
 @detector("tunnel.service", technique="T1572", tables=("tls", "dns", "http"),
@@ -418,6 +412,7 @@ def tunnel_service(ctx: Context) -> Iterator[Finding]:
 def tor(ctx: Context) -> Iterator[Finding]:
     s = ctx.settings.tunnel
     ports = sorted({p for p in s.tor_ports if p is not None}) or [-1]
+    pat = seeds.tor_patterns()
     # The certificate: the handshake row's own subject/issuer, else the x509 row of its leaf
     # (Zeek 4+ keeps them only in x509.log).
     q = f"""
@@ -440,11 +435,11 @@ def tor(ctx: Context) -> Iterator[Finding]:
         GROUP BY 1
     ), sig AS (
         SELECT t.*,
-               coalesce(regexp_full_match(trim(t.issuer), '{TOR_ISSUER_RE[1:-1]}'), false)
+               coalesce(regexp_full_match(trim(t.issuer), '{full_match_sql(pat.issuer)}'), false)
                    AS issuer_hit,
-               coalesce(regexp_full_match(trim(t.subject), '{TOR_SUBJECT_RE[1:-1]}'), false)
+               coalesce(regexp_full_match(trim(t.subject), '{full_match_sql(pat.subject)}'), false)
                    AS subject_hit,
-               coalesce(regexp_full_match(t.sni, '{TOR_SNI_RE[1:-1]}'), false)
+               coalesce(regexp_full_match(t.sni, '{full_match_sql(pat.sni)}'), false)
                    AND t.sni NOT IN (SELECT name FROM looked_up) AS sni_hit,
                coalesce(regexp_matches(split_part(t.sni, '.', 2), '[2-7]'), false) AS sni_digit
         FROM t
@@ -584,7 +579,7 @@ def _onion(ctx: Context) -> Iterator[Finding]:
 # -- tunnel.fingerprint ------------------------------------------------------------------------
 
 def fingerprint_priors(ctx: Context) -> dict[str, str]:
-    priors = dict(FINGERPRINT_PRIORS)
+    priors = seeds.fingerprint_priors()
     for item in ctx.settings.tunnel.fingerprints:
         fp, _, label = item.partition("=")
         if fp.strip():
