@@ -306,6 +306,32 @@ class ChangesSettings:
 
 
 @dataclass(slots=True)
+class IntelSettings:
+    feeds: list[str] = option(
+        [], "Threat-intel feed files imported into the store before hunt and analyze run their "
+        "detectors, each as PATH or FORMAT=PATH (formats: 'hopguard intel formats'); a file "
+        "already imported is refreshed, not duplicated. Nothing is fetched from the network.")
+    seeds: bool = option(
+        True, "Also match the shipped seed lists (VPN and proxy services, Tor directory "
+        "authorities and Tor project names). Tunnel services, CDN domains and fingerprint priors "
+        "from the seeds are reported by tunnel.* and fronting.*, not twice by intel.*.")
+    min_confidence: float = option(
+        0.0, "Indicators below this confidence do not produce intel findings.", min=0.0,
+        max=1.0)
+    expiry_grace: float = option(
+        0.0, "Seconds after an indicator's expiry during which it still matches events "
+        "(an event before the expiry always matches: hunting back is the point).", min=0,
+        max=365 * 86400)
+    inbound: bool = option(
+        True, "Also report connections *from* Tor exits, VPN or proxy services to internal "
+        "servers (at low severity: somebody reaches you anonymously).")
+    max_clients: int = option(
+        50, "An indicator more internal clients than this touched is one finding for all of "
+        "them (medium at most: a popular address is more often a listing mistake), not one "
+        "per client.", min=1, max=10_000_000)
+
+
+@dataclass(slots=True)
 class LogSettings:
     level: str = option("warning", "Logging level of hopguard's own diagnostics.",
                         choices=("debug", "info", "warning", "error"))
@@ -327,6 +353,7 @@ class Settings:
     sigma: SigmaSettings = field(default_factory=SigmaSettings)
     attribution: AttributionSettings = field(default_factory=AttributionSettings)
     changes: ChangesSettings = field(default_factory=ChangesSettings)
+    intel: IntelSettings = field(default_factory=IntelSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
 

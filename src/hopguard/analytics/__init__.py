@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("bridge", "chains", "proxies", "tunnels", "fronting", "endpoint", "attribution",
-           "changes")
+MODULES = ("bridge", "chains", "proxies", "tunnels", "fronting", "intel", "endpoint",
+           "attribution", "changes")
 
 
 def load_all() -> None:

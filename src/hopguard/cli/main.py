@@ -27,6 +27,7 @@ from hopguard.cli.common import (
 )
 from hopguard.cli.findings import explain_cmd, findings_cmd, report_cmd, write_report
 from hopguard.cli.ingest import IngestReport, print_summary, run_ingest
+from hopguard.cli.intel import configured_feeds, import_paths, intel_app
 from hopguard.cli.lab import lab_app
 from hopguard.cli.rules import rules_app
 from hopguard.config import iter_options
@@ -41,6 +42,7 @@ config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration."
 app.add_typer(config_app, name="config")
 app.add_typer(lab_app, name="lab")
 app.add_typer(rules_app, name="rules")
+app.add_typer(intel_app, name="intel")
 app.command("findings")(findings_cmd)
 app.command("report")(report_cmd)
 app.command("explain")(explain_cmd)
@@ -104,6 +106,19 @@ def _with_rules(env: Env, rules: list[Path] | None) -> None:
         env.settings.sigma.paths = [*env.settings.sigma.paths, *(str(p) for p in rules)]
 
 
+IntelOpt = Annotated[list[Path] | None, typer.Option(
+    "--intel", help="Import this threat-intel feed file before the detectors run (repeatable; "
+    "added to intel.feeds; see 'hopguard intel formats').", show_default=False)]
+
+
+def _with_intel(env: Env, intel: list[Path] | None) -> None:
+    """Import the configured and given feeds (each file refreshes its feed, never duplicates)."""
+    feeds = configured_feeds(env.settings.intel.feeds) + [(p, "auto") for p in intel or []]
+    if feeds:
+        from hopguard.intel.feeds import FeedOptions
+        import_paths(env, feeds, FeedOptions())
+
+
 @app.command()
 def hunt(inputs: InputsArg = None, sensor: SensorOpt = None,
          input_format: FormatNameOpt = None, host: HostOpt = None, iface: IfaceOpt = None,
@@ -111,12 +126,13 @@ def hunt(inputs: InputsArg = None, sensor: SensorOpt = None,
          output: Annotated[Path | None, typer.Option(
              "-o", "--output", help="Also write the findings here: an HTML report for *.html, "
              "JSON lines (the findings contract) otherwise.", show_default=False)] = None,
-         rules: RulesOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
-         db: DbOpt = None, debug: DebugOpt = False) -> None:
+         rules: RulesOpt = None, intel: IntelOpt = None, config: ConfigOpt = None,
+         set_: SetOpt = None, db: DbOpt = None, debug: DebugOpt = False) -> None:
     """Ingest, analyze and report in one go (the main job)."""
     env, report = _ingest(inputs or [], sensor, input_format, host, progress, config, set_, db,
                           debug, iface=iface, duration=duration)
     _with_rules(env, rules)
+    _with_intel(env, intel)
     analysis = run_analyze(env, show_progress=progress)
     print_analysis(analysis)
     _print_incidents(env)
@@ -159,11 +175,13 @@ DetectorsOpt = Annotated[list[str] | None, typer.Option(
 def analyze(detector: DetectorsOpt = None,
             verbose: Annotated[bool, typer.Option("--verbose", "-v", help=(
                 "Show each detector's findings count and time."))] = False,
-            rules: RulesOpt = None, progress: ProgressOpt = None, config: ConfigOpt = None,
-            set_: SetOpt = None, db: DbOpt = None, debug: DebugOpt = False) -> None:
+            rules: RulesOpt = None, intel: IntelOpt = None, progress: ProgressOpt = None,
+            config: ConfigOpt = None, set_: SetOpt = None, db: DbOpt = None,
+            debug: DebugOpt = False) -> None:
     """Run the detectors over the store; findings replace those of the same detectors."""
     env = make_env(config, set_, db, debug)
     _with_rules(env, rules)
+    _with_intel(env, intel)
     analysis = run_analyze(env, detector, show_progress=progress)
     print_analysis(analysis, verbose=verbose)
     _print_incidents(env)
