@@ -8,7 +8,9 @@ A planted item is found when a finding names it the way the contract says:
 - an unsanctioned proxy by (proxy, port) at medium or higher, the sanctioned proxy by a finding
   marked sanctioned;
 - domain fronting by a fronting.* finding naming the client;
-- a beacon by a proxy.beacon finding naming the client and the inner target.
+- a beacon by a proxy.beacon finding naming the client and the inner target;
+- a Tor client by an intel.tor finding naming the client and the relay the run's consensus
+  lists (the feeds a run writes under ``intel/`` are imported before the detectors run).
 A medium+ finding is true when it matches a planted item or is about a host the scenario used
 (not in ``benign_hosts``); it is a false alarm when its primary host is benign.
 
@@ -32,6 +34,7 @@ from hopguard.analytics.run import analyze
 from hopguard.config import load_settings
 from hopguard.correlate import primary_of
 from hopguard.ingest.pipeline import ingest_file
+from hopguard.intel.store import import_feed
 from hopguard.store import Store
 from tests.unit.analytics.util import findings as stored_findings
 
@@ -85,6 +88,8 @@ def planted_items(truth: dict[str, Any]) -> list[tuple[str, Any]]:
         n = json.loads(note) if note.startswith("{") else {}
         if n.get("kind") == "beacon":
             items.append(("beacon", (n.get("client"), n.get("inner_destination"))))
+        if n.get("kind") == "tor-relay":
+            items.append(("tor", (n.get("client"), n.get("relay"))))
     return list(dict.fromkeys(items))
 
 
@@ -110,6 +115,10 @@ def matches(kind: str, key: Any, f: dict[str, Any]) -> bool:
         client, target = key
         return (det == "proxy.beacon" and e.get("client") == client
                 and str(target or "").split(":")[0] in str(e.get("target", "")))
+    if kind == "tor":
+        client, relay = key
+        return (det == "intel.tor" and e.get("client") == client
+                and e.get("indicator") == relay)
     raise ValueError(kind)
 
 
@@ -141,6 +150,11 @@ def run_files(out: Path) -> list[Path]:
                   and p.name not in ("truth.json", "hopguard.toml"))
 
 
+def run_feeds(out: Path) -> list[Path]:
+    """The threat-intel feeds a lab run wrote (a scenario's hand-made Tor consensus)."""
+    return sorted(p for p in (out / "intel").glob("*") if p.is_file())
+
+
 _HUNTED: dict[Path, tuple[list[dict[str, Any]], list[str]]] = {}
 
 
@@ -160,6 +174,9 @@ def _hunt(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
         for path in run_files(out):
             result = ingest_file(store, path, sensor="lab")
             assert result.failure is None, f"{path.name}: {result.failure}"
+        for feed in run_feeds(out):
+            stats = import_feed(store, feed)
+            assert not stats.errors, stats.shown
         report = analyze(store, settings)
         assert not report.failed, report.failed
         return stored_findings(store), report.notes

@@ -16,7 +16,8 @@ from pathlib import Path
 from hopguard.lab.run import run_scenario
 from hopguard.lab.scenarios import SCENARIOS
 
-CURATED = ("socat-relay", "nft-dnat", "socks-servers", "three-hop-chain", "domain-fronting")
+CURATED = ("socat-relay", "nft-dnat", "socks-servers", "three-hop-chain", "domain-fronting",
+           "tor-relay")
 
 
 def regenerate(dest: Path, names: tuple[str, ...] = CURATED, duration: float = 6.0) -> list[str]:
@@ -34,6 +35,8 @@ def regenerate(dest: Path, names: tuple[str, ...] = CURATED, duration: float = 6
                       "edge-eve.json"):
                 if (out / f).exists():  # edge-eve.json: the CDN edge's log (domain fronting)
                     shutil.copy(out / f, target / f)
+            if (out / "intel").is_dir():  # feeds the run wrote (tor-relay's consensus)
+                shutil.copytree(out / "intel", target / "intel")
             with (out / "capture.pcap").open("rb") as src, \
                     gzip.open(target / "capture.pcap.gz", "wb", compresslevel=9) as dst:
                 shutil.copyfileobj(src, dst)
@@ -45,8 +48,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--dest", type=Path, default=Path("examples/lab"))
     ap.add_argument("--duration", type=float, default=6.0)
+    ap.add_argument("--only", action="append", choices=CURATED,
+                    help="Regenerate only this scenario (repeatable).")
     args = ap.parse_args()
-    for name in regenerate(args.dest, duration=args.duration):
+    names = tuple(args.only) if args.only else CURATED
+    for name in regenerate(args.dest, names, duration=args.duration):
         print(f"{args.dest / name}: regenerated")
 
 
