@@ -37,8 +37,15 @@ demo: $(STAMP) system-deps
 	$(BIN)/hopguard ingest --no-progress --db $(DEMO_DB) --host mac-alice examples/mac-alice-unified.ndjson >/dev/null
 	$(BIN)/hopguard ingest --no-progress --db $(DEMO_DB) --host app-07 examples/app-07-iptables-save.txt \
 	  examples/app-07-nft-monitor.log >/dev/null
+	@echo "Threat intel: a partner's STIX 2.1 bundle and the lab's Tor consensus are imported first (--intel)"
 	$(BIN)/hopguard hunt --no-progress --config examples/hopguard.toml --db $(DEMO_DB) \
+	  --intel examples/intel/isac-c2.stix.json \
+	  --intel examples/lab/tor-relay/intel/cached-consensus \
 	  -o $(dir $(DEMO_DB))report.html examples/
+	@echo
+	@echo "The intel store (hopguard intel list) and what matched it:"
+	@$(BIN)/hopguard intel list --db $(DEMO_DB)
+	@$(BIN)/hopguard sql --db $(DEMO_DB) "SELECT detector, severity, title FROM finding WHERE detector LIKE 'intel.%' ORDER BY severity DESC, first_seen LIMIT 10"
 	@echo
 	@echo "One chain, explained from its evidence (hopguard explain ID):"
 	@$(BIN)/hopguard explain --db $(DEMO_DB) $$($(BIN)/hopguard sql --db $(DEMO_DB) -f csv \
@@ -73,6 +80,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/pcap.py
 	$(BIN)/python bench/hunt.py
 	$(BIN)/python bench/sigma.py
+	$(BIN)/python bench/intel.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
