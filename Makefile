@@ -45,7 +45,7 @@ demo: $(STAMP) system-deps
 	@echo
 	@echo "The intel store (hopguard intel list) and what matched it:"
 	@$(BIN)/hopguard intel list --db $(DEMO_DB)
-	@$(BIN)/hopguard sql --db $(DEMO_DB) "SELECT detector, severity, title FROM finding WHERE detector LIKE 'intel.%' ORDER BY severity DESC, first_seen LIMIT 10"
+	@$(BIN)/hopguard sql --db $(DEMO_DB) "SELECT detector, severity, title FROM finding WHERE detector LIKE 'intel.%' ORDER BY list_position(['critical', 'high', 'medium', 'low', 'info'], severity), detector, title LIMIT 12"
 	@echo
 	@echo "One chain, explained from its evidence (hopguard explain ID):"
 	@$(BIN)/hopguard explain --db $(DEMO_DB) $$($(BIN)/hopguard sql --db $(DEMO_DB) -f csv \

@@ -297,7 +297,8 @@ def _findings(ctx: Context, family: str) -> Iterator[Finding]:
             where = (f" (servers {', '.join(servers[:5])}"
                      + (f", ports {', '.join(map(str, ports[:5]))}" if ports else "") + ")"
                      if servers else " (DNS lookups only, no connection seen)")
-            title = f"{client} reached {what}: {observed}"
+            verb = "looked up" if direction == "lookup" else "reached"
+            title = f"{client} {verb} {what}: {observed}"
             explanation = (f"{client} touched {observed}, {what}{where}: {counts}. Listed as "
                            f"{_what(feeds)}.")
             if many:
