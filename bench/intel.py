@@ -14,9 +14,9 @@ the intel detectors (``analytics.intel.prepare``: every address of flow and prox
 SNI, Host, DNS question and answer, every fingerprint against the store, joined back to the
 rows they came from) is timed on its own, then the whole ``hopguard analyze -d intel`` (findings
 built, stored and correlated); the reference is DuckDB's raw scan of the flow table (every
-flow's addresses read once, ``count(DISTINCT ...)``). The flows the findings cite must equal the flows a brute-force
-check finds (every distinct external address tested with ``ipaddress`` against the feed's
-networks and a set of its addresses).
+flow's addresses read once, ``count(DISTINCT ...)``). The listed addresses the findings name
+must equal those a brute-force check finds (every distinct external address tested with
+``ipaddress`` against the feed's networks and a set of its addresses).
 
 Usage: python bench/intel.py [--indicators N] [--flows F] [--json OUT] [--keep DIR]
 Exit status: 0 when import <= 10 s, matching <= 5 s and the matches are exact; 1 otherwise.
