@@ -43,10 +43,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 from urllib.parse import urlsplit
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -315,6 +316,19 @@ def read_document(ctx: ReadContext) -> bytes | None:
         ctx.error(ctx.whole(), f"cannot read the file: {exc}")
         return None
     return data[3:] if data.startswith(BOM) else data
+
+
+def read_json(ctx: ReadContext) -> tuple[bool, Any]:
+    """``(True, document)`` of a JSON feed, or ``(False, None)`` after one located error (the
+    file cannot be read or is not JSON)."""
+    data = read_document(ctx)
+    if data is None:
+        return False, None
+    try:
+        return True, orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        ctx.error(ctx.at_line(getattr(exc, "lineno", 1) or 1), f"not JSON: {exc}")
+        return False, None
 
 
 def text_lines(ctx: ReadContext) -> Iterator[tuple[int, str]]:

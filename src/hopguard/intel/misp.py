@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 import pyarrow as pa
 
 from hopguard.intel.feeds import (
@@ -49,7 +48,7 @@ from hopguard.intel.feeds import (
     batches,
     category_from_words,
     parse_time,
-    read_document,
+    read_json,
     url_indicators,
 )
 from hopguard.intel.model import Indicator, domain_value, hash_value
@@ -79,13 +78,8 @@ def read_misp(ctx: ReadContext) -> Iterator[pa.Table]:
 
 
 def _events(ctx: ReadContext) -> list[Any] | None:
-    data = read_document(ctx)
-    if data is None:
-        return None
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        ctx.error(ctx.at_line(getattr(exc, "lineno", 1) or 1), f"not JSON: {exc}")
+    ok, doc = read_json(ctx)
+    if not ok:
         return None
     if isinstance(doc, dict) and isinstance(doc.get("response"), list):
         doc = doc["response"]

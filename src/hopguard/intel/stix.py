@@ -41,7 +41,6 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-import orjson
 import pyarrow as pa
 from stix2patterns.v21.pattern import Pattern
 
@@ -52,7 +51,7 @@ from hopguard.intel.feeds import (
     batches,
     category_from_words,
     parse_time,
-    read_document,
+    read_json,
     url_indicators,
 )
 from hopguard.intel.model import Indicator, domain_value
@@ -72,13 +71,8 @@ def read_stix(ctx: ReadContext) -> Iterator[pa.Table]:
 
 
 def _objects(ctx: ReadContext) -> tuple[list[Any], str] | None:
-    data = read_document(ctx)
-    if data is None:
-        return None
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        ctx.error(ctx.at_line(getattr(exc, "lineno", 1) or 1), f"not JSON: {exc}")
+    ok, doc = read_json(ctx)
+    if not ok:
         return None
     if isinstance(doc, dict) and doc.get("type") == "bundle":
         objects = doc.get("objects", [])

@@ -41,7 +41,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import orjson
 import pyarrow as pa
 
 from hopguard.intel.feeds import (
@@ -51,7 +50,7 @@ from hopguard.intel.feeds import (
     address_value,
     batches,
     parse_time,
-    read_document,
+    read_json,
     text_lines,
 )
 from hopguard.intel.model import Indicator
@@ -301,13 +300,8 @@ def read_onionoo(ctx: ReadContext) -> Iterator[pa.Table]:
 
 
 def _onionoo(ctx: ReadContext) -> Iterator[Indicator]:
-    data = read_document(ctx)
-    if data is None:
-        return
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        ctx.error(ctx.at_line(getattr(exc, "lineno", 1) or 1), f"not JSON: {exc}")
+    ok, doc = read_json(ctx)
+    if not ok:
         return
     if not isinstance(doc, dict) or not isinstance(doc.get("relays", []), list) or not (
             "relays" in doc or "bridges" in doc):
