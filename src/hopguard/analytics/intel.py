@@ -45,7 +45,14 @@ from hopguard.analytics.base import (
     severity_for,
     ts_of,
 )
-from hopguard.analytics.tunnels import actions, clean_list, evidence_of, nft_drop, sid_for
+from hopguard.analytics.tunnels import (
+    actions,
+    clean_list,
+    evidence_of,
+    name_sql,
+    nft_drop,
+    sid_for,
+)
 from hopguard.intel import sql as isql
 from hopguard.intel.model import as_indicator_rows
 from hopguard.intel.seeds import seed_indicators
@@ -74,10 +81,6 @@ FAMILY_SQL = """CASE
 INBOUND_WEIGHT = 0.5  # somebody reaching an internal server from an exit or a VPN
 LOOKUP_ONLY_WEIGHT = 0.8  # DNS lookups and no connection seen
 EVIDENCE_PULL = 200
-
-
-def _name(col: str) -> str:
-    return f"nullif(rtrim(lower(regexp_replace(trim({col}), ':[0-9]+$', '')), '.'), '')"
 
 
 def prepare(ctx: Context) -> bool:
@@ -119,9 +122,9 @@ def prepare(ctx: Context) -> bool:
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {NAMES} AS
         {isql.domain_matches_sql(f'''(SELECT DISTINCT name FROM (
-            SELECT {_name('sni')} AS name FROM tls UNION ALL SELECT {_name('host')} FROM http
-            UNION ALL SELECT {_name('query')} FROM dns
-            UNION ALL SELECT {_name('target_host')} FROM proxy) WHERE name IS NOT NULL)''',
+            SELECT {name_sql('sni')} AS name FROM tls UNION ALL SELECT {name_sql('host')} FROM http
+            UNION ALL SELECT {name_sql('query')} FROM dns
+            UNION ALL SELECT {name_sql('target_host')} FROM proxy) WHERE name IS NOT NULL)''',
             IND)}
         """)
     con.execute(f"""
@@ -165,20 +168,20 @@ def _observations(ctx: Context) -> None:
                    p.target_port, 'out', n.name, n.id,
                    upper(p.protocol) || ' ' || p.src_ip || ' via ' || p.dst_ip || ' to '
                        || n.name || ':' || coalesce(p.target_port, 0)
-            FROM proxy p JOIN {NAMES} n ON n.name = {_name('p.target_host')}
+            FROM proxy p JOIN {NAMES} n ON n.name = {name_sql('p.target_host')}
             UNION ALL
             SELECT 'tls', t.uid, t.ts, t.src_ip, t.dst_ip, t.dst_port, 'out', n.name, n.id,
                    'TLS SNI ' || n.name || ' -> ' || t.dst_ip || ':' || coalesce(t.dst_port, 0)
-            FROM tls t JOIN {NAMES} n ON n.name = {_name('t.sni')}
+            FROM tls t JOIN {NAMES} n ON n.name = {name_sql('t.sni')}
             UNION ALL
             SELECT 'http', h.uid, h.ts, h.src_ip, h.dst_ip, h.dst_port, 'out', n.name, n.id,
                    'HTTP ' || coalesce(h.method, '') || ' Host ' || n.name || ' -> '
                        || h.dst_ip || ':' || coalesce(h.dst_port, 0)
-            FROM http h JOIN {NAMES} n ON n.name = {_name('h.host')}
+            FROM http h JOIN {NAMES} n ON n.name = {name_sql('h.host')}
             UNION ALL
             SELECT 'dns', d.uid, d.ts, coalesce(d.src_ip, d.host), NULL, NULL, 'lookup',
                    n.name, n.id, 'DNS ' || n.name || coalesce(' via ' || d.dst_ip, '')
-            FROM dns d JOIN {NAMES} n ON n.name = {_name('d.query')}
+            FROM dns d JOIN {NAMES} n ON n.name = {name_sql('d.query')}
             UNION ALL
             SELECT 'dns', a.uid, a.ts, a.client, NULL, NULL, 'lookup', a.answer, m.id,
                    'DNS ' || coalesce(a.query, '?') || ' answered ' || a.answer

@@ -122,6 +122,10 @@ def analyze(store: Store, settings: Settings, *, detectors: list[str] | None = N
     ran = [d.name for d in chosen if not any(r.name == d.name and r.error for r in report.runs)]
     report.incidents = _store(store, settings, ran, report.findings, ctx.notes)
     con.execute("DROP TABLE IF EXISTS hg_addr")
+    for (name,) in con.execute(  # the intel detectors' per-run match tables
+            "SELECT table_name FROM duckdb_tables() WHERE temporary "
+            "AND starts_with(table_name, 'hg_intel_')").fetchall():
+        con.execute(f'DROP TABLE IF EXISTS "{name}"')
     report.seconds = time.monotonic() - started
     return report
 
