@@ -26,6 +26,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -87,6 +88,11 @@ class Lab:
     etc: dict[str, str] = field(default_factory=dict)  # lab files bound over /etc in children
     _namespaces: list[str] = field(default_factory=list)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
+    # Spawns and the start of teardown take turns: once close() has begun no process starts
+    # (a background thread's spawn in flight would otherwise escape the teardown's list and
+    # outlive the run).
+    _spawn_lock: threading.Lock = field(default_factory=threading.Lock)
+    _closing: bool = False
 
     # -- building -----------------------------------------------------------------------
 
@@ -199,13 +205,20 @@ class Lab:
             if exe is None:
                 raise LabError(f"{argv[0]} is not installed (PATH {LAB_PATH})")
             argv[0] = exe
-        popen = subprocess.Popen(argv, preexec_fn=child, stdin=stdin, stdout=out,
-                                 stderr=subprocess.STDOUT, env={**base_env, **(env or {})},
-                                 cwd=cwd or "/", close_fds=True)
-        out.close()
-        proc = Proc(host=h, argv=argv, user=user, popen=popen, started=time.time(),
-                    log=log)
-        self.procs.append(proc)
+        with self._spawn_lock:
+            if self._closing:
+                out.close()
+                raise LabError(f"the lab is shutting down: {argv[0]} not started on {h.name}")
+            try:
+                popen = subprocess.Popen(argv, preexec_fn=child, stdin=stdin, stdout=out,
+                                         stderr=subprocess.STDOUT,
+                                         env={**base_env, **(env or {})}, cwd=cwd or "/",
+                                         close_fds=True)
+            finally:
+                out.close()
+            proc = Proc(host=h, argv=argv, user=user, popen=popen, started=time.time(),
+                        log=log)
+            self.procs.append(proc)
         logger.info("%s: started %s (pid %d)", h.name, " ".join(argv), popen.pid)
         return proc
 
@@ -260,6 +273,8 @@ class Lab:
     # -- teardown -----------------------------------------------------------------------
 
     def close(self) -> None:
+        with self._spawn_lock:
+            self._closing = True
         for proc in reversed(self.procs):
             try:
                 self.stop(proc, timeout=3)
