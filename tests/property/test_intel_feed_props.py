@@ -11,8 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hopguard.errors import SourceLocation
-from hopguard.intel import feeds
-from hopguard.intel.feeds import FORMATS, FeedOptions, ReadContext, read_feed, sniff
+from hopguard.intel.feeds import FORMATS, FeedOptions, read_feed, sniff
 from hopguard.intel.model import (
     BATCH_SCHEMA,
     CATEGORIES,
@@ -23,6 +22,7 @@ from hopguard.intel.model import (
 )
 from hopguard.intel.stix import _pattern_values
 from tests.conftest import DATA
+from tests.unit.intel.reading import block_rows
 
 SAMPLES = {
     "tor-consensus": "tor-consensus.txt", "tor-microdesc": "tor-microdesc.txt",
@@ -119,16 +119,9 @@ def _lines(pieces: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 
 
 def _block_rows(kind: str, text: str, fast: bool) -> tuple[list[Any], list[str]]:
-    errors: list[str] = []
-    ctx = ReadContext(path=Path("mem"), options=FeedOptions(),
-                      error=lambda loc, msg: errors.append(f"{loc.line}:{msg}"))
-    if kind == "ip":
-        tables = list(feeds._ip_block(ctx, feeds._ListState(), 1, text, fast=fast))
-    else:
-        tables = list(feeds._domain_block(ctx, 1, text, fast=fast))
-    rows = [r for t in tables for r in t.to_pylist()]
+    rows, errors = block_rows(kind, text, fast)
     check_rows(rows)
-    return sorted(rows, key=lambda r: (r["record"], r["value"])), errors
+    return rows, errors
 
 
 @settings(max_examples=150, deadline=None)

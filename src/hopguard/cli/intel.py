@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -141,14 +142,11 @@ def import_cmd(
                           expires=_parse_time(expires, "--expires"), domain_match=domain_match)
     with tempfile.TemporaryDirectory(prefix="hopguard-feed-") as tmp:
         files = [(p, feed_format) for p in paths or []]
-        for url in fetch or []:
+        results = import_paths(env, files, options, name) if files else []
+        for url in fetch or []:  # a fetched feed's source is its URL unless --source says
             got = fetch_feed(url, Path(tmp), timeout=timeout)
-            files.append((got, feed_format))
-            if options.source is None:
-                options = FeedOptions(category=category, confidence=confidence, source=url,
-                                      label=label, expires=options.expires,
-                                      domain_match=domain_match)
-        results = import_paths(env, files, options, name)
+            results += import_paths(env, [(got, feed_format)],
+                                    options if source else replace(options, source=url), name)
     if any(r.errors for r in results):
         raise typer.Exit(EXIT_BAD_INPUT)
 

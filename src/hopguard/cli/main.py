@@ -32,6 +32,7 @@ from hopguard.cli.lab import lab_app
 from hopguard.cli.rules import rules_app
 from hopguard.config import iter_options
 from hopguard.errors import EXIT_RUNTIME, EXIT_USAGE, HopguardError
+from hopguard.intel.feeds import FeedOptions
 from hopguard.model import TABLES
 from hopguard.store import Store
 
@@ -115,7 +116,6 @@ def _with_intel(env: Env, intel: list[Path] | None) -> None:
     """Import the configured and given feeds (each file refreshes its feed, never duplicates)."""
     feeds = configured_feeds(env.settings.intel.feeds) + [(p, "auto") for p in intel or []]
     if feeds:
-        from hopguard.intel.feeds import FeedOptions
         import_paths(env, feeds, FeedOptions())
 
 

@@ -16,7 +16,6 @@ the network happens only through :func:`fetch_feed`, which the CLI calls for ``-
 
 from __future__ import annotations
 
-import gzip
 import logging
 import shutil
 import time
@@ -81,16 +80,13 @@ def feed_name(path: Path) -> str:
 
 
 def _head(path: Path) -> bytes:
+    """The first bytes of a feed, as they are on disk (``sniff`` looks through gzip)."""
     try:
         with path.open("rb") as fh:
-            head = fh.read(HEAD_BYTES)
-        if head[:2] == b"\x1f\x8b":
-            with gzip.open(path, "rb") as gz:
-                head = gz.read(HEAD_BYTES)
+            return fh.read(HEAD_BYTES)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}",
                          SourceLocation(path=str(path))) from None
-    return head
 
 
 def resolve_format(path: Path, fmt: str) -> str:

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hopguard.errors import ConfigError, SourceLocation
+from hopguard.errors import ConfigError
 from hopguard.intel import feeds
 from hopguard.intel.feeds import (
     BATCH_ROWS,
     FORMATS,
     FeedOptions,
-    ReadContext,
     category_from_words,
     domain_list_line,
     ip_list_line,
@@ -26,39 +24,16 @@ from hopguard.intel.feeds import (
     sniff,
     url_indicators,
 )
-from hopguard.intel.model import BATCH_SCHEMA
 from tests.conftest import DATA
+from tests.unit.intel import reading
+from tests.unit.intel.reading import Read
 
 INTEL = DATA / "intel"
 
 
-@dataclass
-class Read:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[tuple[SourceLocation, str]] = field(default_factory=list)
-    notes: list[tuple[SourceLocation, str]] = field(default_factory=list)
-    batches: list[int] = field(default_factory=list)
-
-    def lines(self) -> list[int | None]:
-        return [loc.line for loc, _ in self.errors]
-
-    def values(self, kind: str | None = None) -> list[str]:
-        return [r["value"] for r in self.rows if kind is None or r["kind"] == kind]
-
-    def by_value(self, value: str) -> dict[str, Any]:
-        (row,) = [r for r in self.rows if r["value"] == value]
-        return row
-
-
 def read(path: Path, fmt: str, **options: Any) -> Read:
-    out = Read()
-    for table in read_feed(path, fmt, FeedOptions(**options),
-                           lambda loc, msg: out.errors.append((loc, msg)),
-                           note=lambda loc, msg: out.notes.append((loc, msg))):
-        assert table.schema == BATCH_SCHEMA
-        assert 0 < table.num_rows <= BATCH_ROWS
-        out.batches.append(table.num_rows)
-        out.rows.extend(table.to_pylist())
+    out = reading.read(path, fmt, **options)
+    assert all(0 < n <= BATCH_ROWS for n in out.batches)
     for loc, _ in out.errors:
         assert loc.path == str(path)
     return out
@@ -272,16 +247,7 @@ def test_ip_list_line_direct() -> None:
 
 # -- the fast path is only an optimisation --------------------------------------------------
 
-def _block_rows(kind: str, text: str, fast: bool) -> tuple[list[dict[str, Any]], list[str]]:
-    errors: list[str] = []
-    ctx = ReadContext(path=Path("mem"), options=FeedOptions(),
-                      error=lambda loc, msg: errors.append(f"{loc.line}:{msg}"))
-    if kind == "ip":
-        tables = list(feeds._ip_block(ctx, feeds._ListState(), 1, text, fast=fast))
-    else:
-        tables = list(feeds._domain_block(ctx, 1, text, fast=fast))
-    rows = [r for t in tables for r in t.to_pylist()]
-    return sorted(rows, key=lambda r: (r["record"], r["value"])), errors
+_block_rows = reading.block_rows
 
 
 @pytest.mark.parametrize(("kind", "name"), [("ip", "ip-list.txt"),

@@ -4,42 +4,23 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hopguard.errors import SourceLocation
-from hopguard.intel.feeds import FeedOptions, read_feed
-from hopguard.intel.model import BATCH_SCHEMA
 from hopguard.intel.stix import _pattern_values
 from tests.conftest import DATA
+from tests.unit.intel import reading
+from tests.unit.intel.reading import Read
 
 BUNDLE = DATA / "intel" / "stix-bundle.json"
 CERT = "Sample CERT"
 
 
-@dataclass
-class Read:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[tuple[SourceLocation, str]] = field(default_factory=list)
-    notes: list[tuple[SourceLocation, str]] = field(default_factory=list)
-
-    def by_value(self, value: str) -> dict[str, Any]:
-        (row,) = [r for r in self.rows if r["value"] == value]
-        return row
-
-
 def read(path: Path, **options: Any) -> Read:
-    out = Read()
-    for table in read_feed(path, "stix", FeedOptions(**options),
-                           lambda loc, msg: out.errors.append((loc, msg)),
-                           note=lambda loc, msg: out.notes.append((loc, msg))):
-        assert table.schema == BATCH_SCHEMA
-        out.rows.extend(table.to_pylist())
-    return out
+    return reading.read(path, "stix", **options)
 
 
 def test_bundle_counts() -> None:

@@ -2,42 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from hopguard.errors import SourceLocation
-from hopguard.intel.feeds import FeedOptions, read_feed
-from hopguard.intel.model import BATCH_SCHEMA
 from tests.conftest import DATA
+from tests.unit.intel.reading import read
 
 INTEL = DATA / "intel"
-
-
-@dataclass
-class Read:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[tuple[SourceLocation, str]] = field(default_factory=list)
-    notes: list[tuple[SourceLocation, str]] = field(default_factory=list)
-
-    def categories(self) -> Counter[str]:
-        return Counter(r["category"] for r in self.rows)
-
-    def by_value(self, value: str) -> dict[str, Any]:
-        (row,) = [r for r in self.rows if r["value"] == value]
-        return row
-
-
-def read(path: Path, fmt: str, **options: Any) -> Read:
-    out = Read()
-    for table in read_feed(path, fmt, FeedOptions(**options),
-                           lambda loc, msg: out.errors.append((loc, msg)),
-                           note=lambda loc, msg: out.notes.append((loc, msg))):
-        assert table.schema == BATCH_SCHEMA
-        out.rows.extend(table.to_pylist())
-    return out
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
